@@ -1,0 +1,91 @@
+//! Whole-object codec: compress, then seal; open, then decompress (and verify blob ids).
+//!
+//! Sealed object = `aead::seal(data key, nonce, type, id, mode byte || payload)`; see
+//! [`crate::compression`] for the framing and [`crate::aead`] for the sealing.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::aead::{NONCE_LEN, OVERHEAD, seal_in_place};
+use crate::compression::{compress_into, decompress_vec};
+use crate::{FormatError, Id, MasterKey, ObjectType};
+
+/// zstd level for JSON metadata (snapshots, trees, index files, locks, config).
+pub const JSON_LEVEL: i32 = 3;
+
+/// Compress (zstd at `level`, skipped when it does not pay) and seal `plaintext`.
+///
+/// Builds the result in one allocation: nonce, then the compressed frame, sealed in place.
+pub fn encode(
+    key: &MasterKey,
+    ty: ObjectType,
+    id: &Id,
+    plaintext: &[u8],
+    nonce: &[u8; 24],
+    level: i32,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(plaintext.len() + 1 + OVERHEAD);
+    buf.extend_from_slice(nonce);
+    compress_into(plaintext, level, &mut buf);
+    debug_assert!(buf.len() > NONCE_LEN);
+    seal_in_place(&key.data, ty, id, &mut buf);
+    buf
+}
+
+/// Open and decompress an object sealed by [`encode`].
+pub fn decode(
+    key: &MasterKey,
+    ty: ObjectType,
+    id: &Id,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    let framed = crate::aead::open(&key.data, ty, id, sealed)?;
+    decompress_vec(framed, 0)
+}
+
+/// [`decode`] for blobs, then check that the plaintext's keyed hash equals `id`.
+pub fn decode_blob(
+    key: &MasterKey,
+    ty: ObjectType,
+    id: &Id,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    let plaintext = decode(key, ty, id, sealed)?;
+    let actual = key.chunk_id(&plaintext);
+    if actual != *id {
+        return Err(FormatError::IdMismatch {
+            expected: *id,
+            actual,
+        });
+    }
+    Ok(plaintext)
+}
+
+/// Serialize `value` to JSON and [`encode`] it.
+///
+/// # Panics
+/// If `value` cannot be serialized to JSON (never for the types in [`crate::objects`]).
+pub fn encode_json<T: Serialize>(
+    key: &MasterKey,
+    ty: ObjectType,
+    id: &Id,
+    value: &T,
+    nonce: &[u8; 24],
+) -> Vec<u8> {
+    let json = serde_json::to_vec(value).expect("repository objects serialize to JSON");
+    encode(key, ty, id, &json, nonce, JSON_LEVEL)
+}
+
+/// [`decode`] then parse JSON.
+pub fn decode_json<T: DeserializeOwned>(
+    key: &MasterKey,
+    ty: ObjectType,
+    id: &Id,
+    sealed: &[u8],
+) -> Result<T, FormatError> {
+    let json = decode(key, ty, id, sealed)?;
+    serde_json::from_slice(&json).map_err(|source| FormatError::Json {
+        what: ty.name(),
+        source,
+    })
+}

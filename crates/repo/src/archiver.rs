@@ -1,0 +1,353 @@
+//! Storing new data: chunk, deduplicate, compress, seal, verify, pack, upload, index, commit.
+//!
+//! The calling threads chunk and hash; a pool of workers compresses, seals, verifies and packs.
+//! Write order is packs, then index, then snapshot, each acknowledged by storage before the next.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use tidemark_format::chunker::StreamChunker;
+use tidemark_format::objects::{IndexPack, Snapshot, Tree};
+use tidemark_format::pack::{BlobType, PackWriter};
+use tidemark_format::{Id, ObjectType, object};
+
+use crate::index::{MasterIndex, index_pack, list_packs, write_index};
+use crate::lock::LockGuard;
+use crate::progress::Progress;
+use crate::repository::{SNAPSHOTS, pack_key, random_bytes};
+use crate::{RepoError, Repository, Result};
+
+/// Blobs per index file before it is written out mid-backup.
+const INDEX_FLUSH_BLOBS: usize = 20_000;
+
+/// Content of a stored stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedContent {
+    /// Data blob ids, in order.
+    pub content: Vec<Id>,
+    /// Total bytes read.
+    pub size: u64,
+}
+
+/// Counters of what a backup added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchiverStats {
+    /// New blobs.
+    pub blobs_added: u64,
+    /// Their plaintext bytes.
+    pub data_added: u64,
+    /// Their bytes in packs.
+    pub data_added_packed: u64,
+}
+
+struct Job {
+    blob_type: BlobType,
+    id: Id,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    repo: Repository,
+    index: MasterIndex,
+    added: Mutex<HashSet<Id>>,
+    data_packer: Mutex<PackWriter>,
+    tree_packer: Mutex<PackWriter>,
+    pending: Mutex<Vec<IndexPack>>,
+    written_index: Mutex<Vec<Id>>,
+    error: Mutex<Option<RepoError>>,
+    blobs_added: AtomicU64,
+    data_added: AtomicU64,
+    data_added_packed: AtomicU64,
+    lock: LockGuard,
+    spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    progress: Arc<dyn Progress>,
+}
+
+/// A backup in progress: holds a shared lock until [`Archiver::commit`] or drop.
+pub struct Archiver {
+    shared: Arc<Shared>,
+    tx: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archiver").finish_non_exhaustive()
+    }
+}
+
+fn lock_or<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Repository {
+    /// Start a backup: take a shared lock and load the index, keeping only blobs whose packs are
+    /// present in storage (never deduplicate against data that went missing).
+    pub fn archiver(&self, operation: &str, progress: Arc<dyn Progress>) -> Result<Archiver> {
+        let lock = self.lock(operation, false)?;
+        let mut index = MasterIndex::load(self)?;
+        index.retain_present(&list_packs(self)?);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let (tx, rx) = bounded::<Job>(threads * 2);
+        let spare = bounded(threads * 2 + 2);
+        let pack_size = self.config().pack_size as usize;
+        let shared = Arc::new(Shared {
+            repo: self.clone(),
+            index,
+            added: Mutex::new(HashSet::new()),
+            data_packer: Mutex::new(PackWriter::with_capacity(pack_size + pack_size / 8)),
+            tree_packer: Mutex::new(PackWriter::default()),
+            pending: Mutex::new(Vec::new()),
+            written_index: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            blobs_added: AtomicU64::new(0),
+            data_added: AtomicU64::new(0),
+            data_added_packed: AtomicU64::new(0),
+            lock,
+            spare,
+            progress,
+        });
+        let mut workers = Vec::new();
+        for n in 0..threads {
+            let (s, rx) = (shared.clone(), rx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("tidemark-pack-{n}"))
+                .spawn(move || worker(&s, &rx))
+                .map_err(|e| RepoError::Invalid(format!("cannot start worker thread: {e}")))?;
+            workers.push(t);
+        }
+        Ok(Archiver { shared, tx: Some(tx), workers })
+    }
+}
+
+fn worker(s: &Shared, rx: &Receiver<Job>) {
+    for job in rx {
+        if lock_or(&s.error).is_some() {
+            continue;
+        }
+        if let Err(e) = s.store(job.blob_type, &job.id, &job.data) {
+            s.fail(e);
+        }
+        let _ = s.spare.0.try_send(job.data);
+    }
+}
+
+impl Shared {
+    fn fail(&self, e: RepoError) {
+        let mut slot = lock_or(&self.error);
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn take_error(&self) -> Result<()> {
+        match lock_or(&self.error).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Compress, seal, verify by decoding, then add to the right pack; upload full packs.
+    fn store(&self, blob_type: BlobType, id: &Id, data: &[u8]) -> Result<()> {
+        let key = self.repo.master_key();
+        let level = self.repo.config().compression_level;
+        let ty = blob_type.object_type();
+        let sealed = object::encode(key, ty, id, data, &random_bytes(), level);
+        // Verify before upload: a codec bug must never reach the repository.
+        let check = object::decode_blob(key, ty, id, &sealed)
+            .map_err(|e| RepoError::format(format!("verifying new {ty} {id} before upload"), e))?;
+        if check.len() != data.len() {
+            return Err(RepoError::Invalid(format!("verifying new {ty} {id}: length mismatch")));
+        }
+        drop(check);
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.data_added_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let packer = match blob_type {
+            BlobType::Data => &self.data_packer,
+            BlobType::Tree => &self.tree_packer,
+        };
+        let full = {
+            let mut p = lock_or(packer);
+            p.add(blob_type, *id, &sealed, data.len() as u32);
+            if p.len() as u64 >= self.repo.config().pack_size {
+                let cap = p.len() + p.len() / 8;
+                Some(std::mem::replace(&mut *p, PackWriter::with_capacity(cap)))
+            } else {
+                None
+            }
+        };
+        if let Some(pack) = full {
+            self.upload(pack)?;
+        }
+        Ok(())
+    }
+
+    fn upload(&self, pack: PackWriter) -> Result<()> {
+        if pack.is_empty() {
+            return Ok(());
+        }
+        let (id, bytes, entries) = pack.finish(self.repo.master_key(), &random_bytes());
+        self.lock.check()?;
+        self.repo.storage().put(&pack_key(&id), &bytes)?;
+        let flush = {
+            let mut pending = lock_or(&self.pending);
+            pending.push(index_pack(id, bytes.len() as u64, &entries));
+            pending.iter().map(|p| p.blobs.len()).sum::<usize>() >= INDEX_FLUSH_BLOBS
+        };
+        if flush {
+            self.flush_index()?;
+        }
+        Ok(())
+    }
+
+    fn flush_index(&self) -> Result<()> {
+        let packs = std::mem::take(&mut *lock_or(&self.pending));
+        if packs.is_empty() {
+            return Ok(());
+        }
+        self.lock.check()?;
+        let id = write_index(&self.repo, packs, Vec::new())?;
+        lock_or(&self.written_index).push(id);
+        Ok(())
+    }
+
+    fn is_new(&self, id: &Id) -> bool {
+        !self.index.contains(id) && lock_or(&self.added).insert(*id)
+    }
+}
+
+impl Archiver {
+    /// Chunk and store everything `reader` yields; returns the content list. Safe to call from
+    /// several threads at once.
+    pub fn save_reader(&self, reader: impl Read) -> Result<SavedContent> {
+        let s = &self.shared;
+        let mut chunker = StreamChunker::new(reader, s.repo.config().chunker);
+        let mut buf = s.spare.1.try_recv().unwrap_or_default();
+        let mut saved = SavedContent::default();
+        loop {
+            let more = chunker.next_chunk(&mut buf).map_err(RepoError::SourceRead)?;
+            if !more {
+                break;
+            }
+            let id = s.repo.master_key().chunk_id(&buf);
+            saved.size += buf.len() as u64;
+            saved.content.push(id);
+            s.progress.inc(buf.len() as u64, 0);
+            if s.is_new(&id) {
+                let data = std::mem::replace(&mut buf, s.spare.1.try_recv().unwrap_or_default());
+                self.send(Job { blob_type: BlobType::Data, id, data })?;
+            }
+        }
+        let _ = s.spare.0.try_send(buf);
+        s.take_error_peek()?;
+        Ok(saved)
+    }
+
+    /// Store a tree; returns its id.
+    pub fn save_tree(&self, tree: &Tree) -> Result<Id> {
+        let s = &self.shared;
+        let json = serde_json::to_vec(tree).expect("trees serialize");
+        let id = s.repo.master_key().chunk_id(&json);
+        if s.is_new(&id) {
+            self.send(Job { blob_type: BlobType::Tree, id, data: json })?;
+        }
+        Ok(id)
+    }
+
+    /// Whether a blob is available for deduplication (indexed in a present pack, or added now).
+    /// Sources reuse a parent's unchanged content only when every blob passes this.
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.shared.index.contains(id) || lock_or(&self.shared.added).contains(id)
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Repository {
+        &self.shared.repo
+    }
+
+    /// Fails when the lock was lost; sources may call it between files.
+    pub fn check_lock(&self) -> Result<()> {
+        self.shared.lock.check()
+    }
+
+    /// What was added so far (complete after the workers drained, i.e. in `commit`).
+    pub fn stats(&self) -> ArchiverStats {
+        let s = &self.shared;
+        ArchiverStats {
+            blobs_added: s.blobs_added.load(Ordering::Relaxed),
+            data_added: s.data_added.load(Ordering::Relaxed),
+            data_added_packed: s.data_added_packed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.shared.take_error_peek()?;
+        let tx = self.tx.as_ref().ok_or(RepoError::Interrupted)?;
+        tx.send(job).map_err(|_| RepoError::Interrupted)
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        self.tx.take();
+        for w in self.workers.drain(..) {
+            if w.join().is_err() {
+                return Err(RepoError::Invalid("a pack worker panicked".into()));
+            }
+        }
+        self.shared.take_error()
+    }
+
+    /// Finish: upload the last packs, write the index, then (lock still held) the snapshot.
+    /// The snapshot's summary gets the blob counters filled in.
+    pub fn commit(mut self, mut snapshot: Snapshot) -> Result<(Id, Snapshot)> {
+        self.drain()?;
+        let s = self.shared.clone();
+        let data = std::mem::take(&mut *lock_or(&s.data_packer));
+        s.upload(data)?;
+        let trees = std::mem::take(&mut *lock_or(&s.tree_packer));
+        s.upload(trees)?;
+        s.flush_index()?;
+        let stats = self.stats();
+        let summary = snapshot.summary.get_or_insert_with(Default::default);
+        summary.blobs_added = stats.blobs_added;
+        summary.data_added = stats.data_added;
+        summary.data_added_packed = stats.data_added_packed;
+        summary.backup_end = Some(jiff::Timestamp::now());
+        // Every object the snapshot needs is acknowledged; make sure nobody pruned under us.
+        s.lock.check()?;
+        self.verify_tree_reachable(&snapshot.tree)?;
+        let id = s.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, &snapshot)?;
+        Ok((id, snapshot))
+    }
+
+    fn verify_tree_reachable(&self, root: &Id) -> Result<()> {
+        if self.has_blob(root) { Ok(()) } else { Err(RepoError::MissingBlob(*root)) }
+    }
+}
+
+impl Shared {
+    /// Hand the first worker error to the caller, leaving `Interrupted` behind for later calls.
+    fn take_error_peek(&self) -> Result<()> {
+        let mut slot = lock_or(&self.error);
+        match slot.take() {
+            Some(e) => {
+                *slot = Some(RepoError::Interrupted);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        self.tx.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
