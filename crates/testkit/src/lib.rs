@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod http;
+pub mod postgres;
 mod s3;
 
 use std::fmt;
