@@ -304,24 +304,48 @@ impl Archiver {
     /// Finish: upload the last packs, write the index, then (lock still held) the snapshot.
     /// The snapshot's summary gets the blob counters filled in.
     pub fn commit(mut self, mut snapshot: Snapshot) -> Result<(Id, Snapshot)> {
-        self.drain()?;
-        let s = self.shared.clone();
-        let data = std::mem::take(&mut *lock_or(&s.data_packer));
-        s.upload(data)?;
-        let trees = std::mem::take(&mut *lock_or(&s.tree_packer));
-        s.upload(trees)?;
-        s.flush_index()?;
+        self.finish()?;
         let stats = self.stats();
         let summary = snapshot.summary.get_or_insert_with(Default::default);
         summary.blobs_added = stats.blobs_added;
         summary.data_added = stats.data_added;
         summary.data_added_packed = stats.data_added_packed;
         summary.backup_end = Some(jiff::Timestamp::now());
+        self.save_snapshot(&snapshot).map(|id| (id, snapshot))
+    }
+
+    /// Like [`Archiver::commit`] but stores the snapshot exactly as given (copies between
+    /// repositories keep the original summary).
+    pub fn commit_unchanged(mut self, snapshot: &Snapshot) -> Result<Id> {
+        self.finish()?;
+        self.save_snapshot(snapshot)
+    }
+
+    /// Store a blob whose plaintext is already known (copy, repair); returns its id.
+    pub fn save_blob(&self, blob_type: BlobType, data: Vec<u8>) -> Result<Id> {
+        let id = self.shared.repo.master_key().chunk_id(&data);
+        if self.shared.is_new(&id) {
+            self.send(Job { blob_type, id, data })?;
+        }
+        Ok(id)
+    }
+
+    /// Drain the workers, upload the last packs, write the index.
+    fn finish(&mut self) -> Result<()> {
+        self.drain()?;
+        let s = &self.shared;
+        let data = std::mem::take(&mut *lock_or(&s.data_packer));
+        s.upload(data)?;
+        let trees = std::mem::take(&mut *lock_or(&s.tree_packer));
+        s.upload(trees)?;
+        s.flush_index()
+    }
+
+    fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         // Every object the snapshot needs is acknowledged; make sure nobody pruned under us.
-        s.lock.check()?;
+        self.shared.lock.check()?;
         self.verify_tree_reachable(&snapshot.tree)?;
-        let id = s.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, &snapshot)?;
-        Ok((id, snapshot))
+        self.shared.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, snapshot)
     }
 
     fn verify_tree_reachable(&self, root: &Id) -> Result<()> {

@@ -21,6 +21,7 @@
 
 mod archiver;
 pub mod check;
+pub mod copy;
 mod error;
 pub mod forget;
 pub mod index;
@@ -38,6 +39,6 @@ pub use error::{RepoError, Result};
 pub use keys::KeyInfo;
 pub use lock::{LockGuard, is_stale};
 pub use progress::{NoProgress, Progress};
-pub use repository::{Credential, InitOptions, LockOptions, Repository, pack_key};
+pub use repository::{Credential, InitOptions, LockOptions, Repository, SharedIds, pack_key};
 pub use snapshots::SnapshotFilter;
 pub use tidemark_format as format;

@@ -64,11 +64,29 @@ pub struct InitOptions {
     pub pack_size: u64,
     /// zstd level (0 = off).
     pub compression_level: i32,
+    /// Share the chunk-id key and chunker parameters of another repository (so `copy` between
+    /// them deduplicates): `init --copy-chunker-params-from`.
+    pub shared_ids: Option<SharedIds>,
+}
+
+/// The chunk-id key and chunker parameters two repositories share for copies.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedIds {
+    /// BLAKE3 key for chunk ids.
+    pub id_key: [u8; 32],
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+}
+
+impl std::fmt::Debug for SharedIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedIds").field("chunker", &self.chunker).finish_non_exhaustive()
+    }
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { kdf: KdfParams::DEFAULT, pack_size: 16 * 1024 * 1024, compression_level: 1 }
+        InitOptions { kdf: KdfParams::DEFAULT, pack_size: 16 * 1024 * 1024, compression_level: 1, shared_ids: None }
     }
 }
 
@@ -155,7 +173,10 @@ impl Repository {
         if storage.stat(CONFIG_KEY)?.is_some() {
             return Err(RepoError::AlreadyInitialized(storage.location()));
         }
-        let master = MasterKey::from_bytes(random_bytes());
+        let mut master = MasterKey::from_bytes(random_bytes());
+        if let Some(shared) = &opts.shared_ids {
+            master.id = shared.id_key;
+        }
         let repo_id = random_id();
         let key_id = random_id();
         let key_file = make_key_file(cred, &master, &key_id, opts.kdf)?;
@@ -164,7 +185,7 @@ impl Repository {
         let config = RepoConfig {
             version: FORMAT_VERSION,
             id: repo_id,
-            chunker: ChunkerParams::with_seed(seed),
+            chunker: opts.shared_ids.as_ref().map_or(ChunkerParams::with_seed(seed), |s| s.chunker),
             pack_size: opts.pack_size,
             compression_level: opts.compression_level,
         };
@@ -237,6 +258,11 @@ impl Repository {
         Ok(Repository::from_parts(storage, master, key_id, config))
     }
 
+    /// A new handle on the same repository with nothing cached (sees what others wrote since).
+    pub fn fresh(&self) -> Repository {
+        self.clone().with_lock_options(self.lock_options())
+    }
+
     /// Same repository with other lock timing (tests, and the CLI's TIDEMARK_LOCK_LIFETIME).
     pub fn with_lock_options(self, lock_options: LockOptions) -> Repository {
         let inner = &self.inner;
@@ -260,6 +286,11 @@ impl Repository {
     /// The sealed config.
     pub fn config(&self) -> &RepoConfig {
         &self.inner.config
+    }
+
+    /// What a repository created to receive copies from this one must share.
+    pub fn shared_ids(&self) -> SharedIds {
+        SharedIds { id_key: self.inner.key.id, chunker: self.inner.config.chunker }
     }
 
     /// The master key (for sources that seal their own objects).

@@ -9,6 +9,7 @@ use std::time::Duration;
 use harness::*;
 use tidemark_repo::check::CheckOptions;
 use tidemark_repo::prune::PruneOptions;
+use tidemark_repo::format::Id;
 use tidemark_repo::{Credential, LockOptions, NoProgress, RepoError, Repository};
 use tidemark_storage::fault::FaultStorage;
 use tidemark_storage::{ErrorKind, MemoryStorage, Storage};
@@ -280,4 +281,59 @@ fn a_full_disk_is_reported_with_a_hint_and_loses_nothing() {
     let repo = reopen(&repo);
     assert_eq!(read_files(&repo, &a), first);
     assert_eq!(repo.snapshots().unwrap().len(), 1);
+}
+
+#[test]
+fn copy_sends_only_what_the_target_lacks_resumes_and_verifies() {
+    let (_src_mem, src) = new_repo();
+    let files_a = sample_files(50, 4);
+    let files_b = sample_files(51, 4);
+    let a = backup_files(&src, &files_a);
+    let b = backup_files(&src, &files_b);
+    let dst_mem = MemoryStorage::new();
+    let faulty = FaultStorage::new(dst_mem.clone());
+    let opts = tidemark_repo::InitOptions { shared_ids: Some(src.shared_ids()), ..fast_options() };
+    let dst = Repository::init(Arc::new(faulty.clone()), &password(), &opts).unwrap();
+
+    // Interrupted: the second snapshot object cannot be written.
+    let snaps = src.snapshots().unwrap();
+    faulty.add(tidemark_storage::fault::Fault {
+        op: Some(tidemark_storage::fault::Op::Put),
+        prefix: Some("snapshots/".into()),
+        times: Some(1),
+        action: tidemark_storage::fault::Action::Fail(ErrorKind::Permanent),
+    });
+    let _ = src.copy_to(&dst, &snaps[..1], Arc::new(NoProgress)).unwrap_err();
+    faulty.clear();
+    let first = src.copy_to(&dst.fresh(), &snaps, Arc::new(NoProgress)).unwrap();
+    assert_eq!(first.copied.len(), 2);
+    // The first attempt's packs and index were kept: resuming re-sent none of snapshot a's data.
+    let data_a: u64 = files_a.iter().map(|f| f.1.len() as u64).sum();
+    let data_b: u64 = files_b.iter().map(|f| f.1.len() as u64).sum();
+    assert!(first.bytes_copied < data_a + data_b, "{first:?}");
+    let again = src.copy_to(&dst.fresh(), &snaps, Arc::new(NoProgress)).unwrap();
+    assert!(again.copied.is_empty() && again.already_present.len() == 2, "{again:?}");
+
+    let dst = Repository::open(Arc::new(dst_mem.clone()), &password()).unwrap();
+    let copies = dst.snapshots().unwrap();
+    let by_origin = |id: Id| copies.iter().find(|(_, s)| s.extra.get("copied_from") == Some(&id.to_hex())).unwrap().0;
+    assert_eq!(read_files(&dst, &by_origin(a)), files_a);
+    assert_eq!(read_files(&dst, &by_origin(b)), files_b);
+    let report = dst.check(CheckOptions { read_data: true }, Arc::new(NoProgress)).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+
+    // A tampered object in the copy is found by check.
+    let pack = dst_mem.keys().into_iter().find(|k| k.starts_with("data/")).unwrap();
+    dst_mem.corrupt(&pack, |bytes| bytes[10] ^= 1);
+    let report = dst.check(CheckOptions { read_data: true }, Arc::new(NoProgress)).unwrap();
+    assert!(report.errors.iter().any(|e| e.object == pack), "{report:?}");
+}
+
+#[test]
+fn copy_refuses_a_target_with_other_chunker_parameters() {
+    let (_m1, src) = new_repo();
+    let (_m2, dst) = new_repo();
+    backup_files(&src, &sample_files(52, 1));
+    let err = src.copy_to(&dst, &src.snapshots().unwrap(), Arc::new(NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("copy-chunker-params-from"), "{err}");
 }
