@@ -93,20 +93,14 @@ fn object_key(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
     subkey.zeroize();
     let mut gcm_nonce = [0u8; 12];
     gcm_nonce.copy_from_slice(&nonce[12..]);
-    (
-        LessSafeKey::new(unbound),
-        Nonce::assume_unique_for_key(gcm_nonce),
-    )
+    (LessSafeKey::new(unbound), Nonce::assume_unique_for_key(gcm_nonce))
 }
 
 /// Seal in place: `buf` holds `nonce (24 bytes) || plaintext`; afterwards it holds the sealed object.
 ///
 /// Lets callers (object encoding) build the plaintext right behind the nonce and seal without a copy.
 pub(crate) fn seal_in_place(key: &[u8; 32], ty: ObjectType, id: &Id, buf: &mut Vec<u8>) {
-    assert!(
-        buf.len() >= NONCE_LEN,
-        "seal_in_place needs the nonce in front"
-    );
+    assert!(buf.len() >= NONCE_LEN, "seal_in_place needs the nonce in front");
     let (nonce, body) = buf.split_at_mut(NONCE_LEN);
     let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().expect("split at NONCE_LEN");
     let (sealing, gcm_nonce) = object_key(key, nonce);
@@ -122,13 +116,7 @@ pub(crate) fn seal_in_place(key: &[u8; 32], ty: ObjectType, id: &Id, buf: &mut V
 ///
 /// # Panics
 /// If `plaintext` exceeds the AES-GCM limit of 2^36 - 32 bytes.
-pub fn seal(
-    key: &[u8; 32],
-    nonce: &[u8; NONCE_LEN],
-    ty: ObjectType,
-    id: &Id,
-    plaintext: &[u8],
-) -> Vec<u8> {
+pub fn seal(key: &[u8; 32], nonce: &[u8; NONCE_LEN], ty: ObjectType, id: &Id, plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
     out.extend_from_slice(nonce);
     out.extend_from_slice(plaintext);
@@ -137,12 +125,7 @@ pub fn seal(
 }
 
 /// Open a sealed object; fails with [`FormatError::Authentication`] on any mismatch.
-pub fn open(
-    key: &[u8; 32],
-    ty: ObjectType,
-    id: &Id,
-    sealed: &[u8],
-) -> Result<Vec<u8>, FormatError> {
+pub fn open(key: &[u8; 32], ty: ObjectType, id: &Id, sealed: &[u8]) -> Result<Vec<u8>, FormatError> {
     let fail = || FormatError::Authentication { ty, id: *id };
     if sealed.len() < OVERHEAD {
         return Err(fail());
@@ -153,8 +136,6 @@ pub fn open(
     let tag = Tag::try_from(tag).map_err(|_| fail())?;
     let (opening, gcm_nonce) = object_key(key, nonce);
     let mut out = ciphertext.to_vec();
-    opening
-        .open_in_place_separate_tag(gcm_nonce, Aad::from(aad(ty, id)), tag, &mut out, 0..)
-        .map_err(|_| fail())?;
+    opening.open_in_place_separate_tag(gcm_nonce, Aad::from(aad(ty, id)), tag, &mut out, 0..).map_err(|_| fail())?;
     Ok(out)
 }

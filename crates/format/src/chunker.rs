@@ -32,12 +32,7 @@ pub const NORMALIZATION: u32 = 1;
 impl ChunkerParams {
     /// Defaults: 512 KiB / 1 MiB / 8 MiB with the given seed.
     pub fn with_seed(seed: u64) -> Self {
-        ChunkerParams {
-            min_size: 512 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 8 * 1024 * 1024,
-            seed,
-        }
+        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024, seed }
     }
 
     /// Check the sizes against the limits of FastCDC 2020: all even, `min_size` in 64 B..=1 MiB,
@@ -46,45 +41,22 @@ impl ChunkerParams {
     /// Call this on parameters read from a repository. The chunkers never panic on invalid
     /// parameters, but they then clamp them into range, which moves boundaries.
     pub fn validate(&self) -> Result<(), FormatError> {
-        let (min, avg, max) = (
-            self.min_size as usize,
-            self.avg_size as usize,
-            self.max_size as usize,
-        );
-        let bad = |detail: String| {
-            Err(FormatError::Corrupt {
-                what: "chunker parameters",
-                detail,
-            })
-        };
+        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        let bad = |detail: String| Err(FormatError::Corrupt { what: "chunker parameters", detail });
         if !(min.is_multiple_of(2) && avg.is_multiple_of(2) && max.is_multiple_of(2)) {
             return bad(format!("sizes must be even, got {min}/{avg}/{max}"));
         }
         if !(v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min) {
-            return bad(format!(
-                "min_size {min} outside {}..={}",
-                v2020::MINIMUM_MIN,
-                v2020::MINIMUM_MAX
-            ));
+            return bad(format!("min_size {min} outside {}..={}", v2020::MINIMUM_MIN, v2020::MINIMUM_MAX));
         }
         if !(v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg) {
-            return bad(format!(
-                "avg_size {avg} outside {}..={}",
-                v2020::AVERAGE_MIN,
-                v2020::AVERAGE_MAX
-            ));
+            return bad(format!("avg_size {avg} outside {}..={}", v2020::AVERAGE_MIN, v2020::AVERAGE_MAX));
         }
         if !(v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max) {
-            return bad(format!(
-                "max_size {max} outside {}..={}",
-                v2020::MAXIMUM_MIN,
-                v2020::MAXIMUM_MAX
-            ));
+            return bad(format!("max_size {max} outside {}..={}", v2020::MAXIMUM_MIN, v2020::MAXIMUM_MAX));
         }
         if !(min <= avg && avg <= max) {
-            return bad(format!(
-                "need min_size <= avg_size <= max_size, got {min}/{avg}/{max}"
-            ));
+            return bad(format!("need min_size <= avg_size <= max_size, got {min}/{avg}/{max}"));
         }
         Ok(())
     }
@@ -106,29 +78,12 @@ impl Cutter {
     fn new(params: &ChunkerParams) -> Self {
         // Clamp into what fastcdc accepts so that invalid parameters cannot panic (see `validate`).
         let even = |v: usize| v & !1;
-        let max_size =
-            even((params.max_size as usize).clamp(v2020::MAXIMUM_MIN, v2020::MAXIMUM_MAX));
-        let avg_size = even(
-            (params.avg_size as usize)
-                .clamp(v2020::AVERAGE_MIN, v2020::AVERAGE_MAX)
-                .min(max_size),
-        );
-        let min_size = even(
-            (params.min_size as usize)
-                .clamp(v2020::MINIMUM_MIN, v2020::MINIMUM_MAX)
-                .min(avg_size),
-        );
+        let max_size = even((params.max_size as usize).clamp(v2020::MAXIMUM_MIN, v2020::MAXIMUM_MAX));
+        let avg_size = even((params.avg_size as usize).clamp(v2020::AVERAGE_MIN, v2020::AVERAGE_MAX).min(max_size));
+        let min_size = even((params.min_size as usize).clamp(v2020::MINIMUM_MIN, v2020::MINIMUM_MAX).min(avg_size));
         let (mask_s, mask_l) = v2020::select_masks(avg_size, Normalization::Level1);
         let (gear, gear_ls) = v2020::get_gear_with_seed(params.seed);
-        Cutter {
-            min_size,
-            avg_size,
-            max_size,
-            mask_s,
-            mask_l,
-            gear,
-            gear_ls,
-        }
+        Cutter { min_size, avg_size, max_size, mask_s, mask_l, gear, gear_ls }
     }
 
     /// Length of the chunk starting at `data[0]`. `data` must hold at least `max_size` bytes or all
@@ -188,15 +143,7 @@ pub struct StreamChunker<R> {
 impl<R: Read> StreamChunker<R> {
     /// A chunker over `reader`.
     pub fn new(reader: R, params: ChunkerParams) -> Self {
-        StreamChunker {
-            reader,
-            params,
-            cutter: Cutter::new(&params),
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            eof: false,
-        }
+        StreamChunker { reader, params, cutter: Cutter::new(&params), buf: Vec::new(), start: 0, end: 0, eof: false }
     }
 
     /// Start over on another reader, keeping the buffer (saves allocations and page faults when

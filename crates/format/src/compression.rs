@@ -37,10 +37,7 @@ thread_local! {
 }
 
 /// Run `f` with this thread's compressor for `level`; `None` if zstd refuses to create one.
-fn with_compressor<T>(
-    level: i32,
-    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
-) -> Option<T> {
+fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T) -> Option<T> {
     COMPRESSORS.with(|cell| {
         let mut all = cell.borrow_mut();
         let pos = match all.iter().position(|(l, _)| *l == level) {
@@ -108,10 +105,7 @@ pub fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> Compression 
 }
 
 fn corrupt(detail: impl Into<String>) -> FormatError {
-    FormatError::Corrupt {
-        what: "compressed payload",
-        detail: detail.into(),
-    }
+    FormatError::Corrupt { what: "compressed payload", detail: detail.into() }
 }
 
 /// Inverse of [`compress_into`]: `framed` starts with the mode byte. `size_hint` is the expected
@@ -135,9 +129,7 @@ fn decompress_zstd(payload: &[u8], size_hint: usize) -> Result<Vec<u8>, FormatEr
     // Frames written by `compress_into` record their content size: allocate exactly that.
     if let Some(size) = zstd::bulk::Decompressor::upper_bound(payload) {
         if size > MAX_DECOMPRESSED_LEN {
-            return Err(corrupt(format!(
-                "claims {size} bytes, more than the {MAX_DECOMPRESSED_LEN}-byte limit"
-            )));
+            return Err(corrupt(format!("claims {size} bytes, more than the {MAX_DECOMPRESSED_LEN}-byte limit")));
         }
         let mut out = Vec::with_capacity(size);
         let result = DECOMPRESSOR.with(|cell| {
@@ -155,26 +147,17 @@ fn decompress_zstd(payload: &[u8], size_hint: usize) -> Result<Vec<u8>, FormatEr
         };
     }
     // A frame without a content size (not written by tidemark): stream with a hard cap.
-    let mut decoder =
-        zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| corrupt(e.to_string()))?;
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| corrupt(e.to_string()))?;
     let mut out = Vec::with_capacity(size_hint.min(MAX_DECOMPRESSED_LEN));
-    (&mut decoder)
-        .take(MAX_DECOMPRESSED_LEN as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| corrupt(e.to_string()))?;
+    (&mut decoder).take(MAX_DECOMPRESSED_LEN as u64 + 1).read_to_end(&mut out).map_err(|e| corrupt(e.to_string()))?;
     if out.len() > MAX_DECOMPRESSED_LEN {
-        return Err(corrupt(format!(
-            "more than the {MAX_DECOMPRESSED_LEN}-byte limit"
-        )));
+        return Err(corrupt(format!("more than the {MAX_DECOMPRESSED_LEN}-byte limit")));
     }
     Ok(out)
 }
 
 /// [`decompress`] taking ownership, so that a raw payload is returned without a new allocation.
-pub(crate) fn decompress_vec(
-    mut framed: Vec<u8>,
-    size_hint: usize,
-) -> Result<Vec<u8>, FormatError> {
+pub(crate) fn decompress_vec(mut framed: Vec<u8>, size_hint: usize) -> Result<Vec<u8>, FormatError> {
     if framed.first() == Some(&(Compression::None as u8)) {
         framed.remove(0);
         return Ok(framed);

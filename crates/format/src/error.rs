@@ -5,9 +5,7 @@ use crate::{Id, ObjectType};
 #[non_exhaustive]
 pub enum FormatError {
     /// Authentication failed: wrong key, or the bytes were altered, swapped or replayed.
-    #[error(
-        "{ty} {id} failed authentication (corrupted, tampered with, or stored under another name)"
-    )]
+    #[error("{ty} {id} failed authentication (corrupted, tampered with, or stored under another name)")]
     Authentication {
         /// Expected type.
         ty: ObjectType,
@@ -40,9 +38,7 @@ pub enum FormatError {
     #[error("key derivation parameters {0} exceed the allowed maximum")]
     KdfParamsTooLarge(String),
     /// An object of a newer format.
-    #[error(
-        "repository format version {found} is newer than this tidemark supports ({supported}); upgrade tidemark"
-    )]
+    #[error("repository format version {found} is newer than this tidemark supports ({supported}); upgrade tidemark")]
     UnsupportedVersion {
         /// Version found.
         found: u32,

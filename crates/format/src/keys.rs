@@ -50,17 +50,9 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// Default for new keys: 64 MiB, 3 iterations, 1 lane.
-    pub const DEFAULT: KdfParams = KdfParams {
-        m_kib: 64 * 1024,
-        t: 3,
-        p: 1,
-    };
+    pub const DEFAULT: KdfParams = KdfParams { m_kib: 64 * 1024, t: 3, p: 1 };
     /// Largest accepted from a repository: 2 GiB, 20 iterations, 16 lanes.
-    pub const MAX: KdfParams = KdfParams {
-        m_kib: 2 * 1024 * 1024,
-        t: 20,
-        p: 16,
-    };
+    pub const MAX: KdfParams = KdfParams { m_kib: 2 * 1024 * 1024, t: 20, p: 16 };
 }
 
 /// Shortest accepted salt for password derivation.
@@ -92,11 +84,7 @@ impl std::fmt::Debug for UserKey {
 /// give [`FormatError::KdfParamsTooLarge`] before anything is allocated; salts shorter than
 /// [`MIN_SALT_LEN`] or parameters below the Argon2 minimums (`t >= 1`, `p >= 1`, `m_kib >= 8 * p`)
 /// give [`FormatError::Corrupt`].
-pub fn derive_from_password(
-    password: &[u8],
-    salt: &[u8],
-    params: &KdfParams,
-) -> Result<UserKey, FormatError> {
+pub fn derive_from_password(password: &[u8], salt: &[u8], params: &KdfParams) -> Result<UserKey, FormatError> {
     let max = KdfParams::MAX;
     if params.m_kib > max.m_kib || params.t > max.t || params.p > max.p {
         return Err(FormatError::KdfParamsTooLarge(format!(
@@ -104,32 +92,15 @@ pub fn derive_from_password(
             params.m_kib, params.t, params.p, max.m_kib, max.t, max.p
         )));
     }
-    let corrupt = |detail: String| FormatError::Corrupt {
-        what: "key derivation parameters",
-        detail,
-    };
+    let corrupt = |detail: String| FormatError::Corrupt { what: "key derivation parameters", detail };
     if salt.len() < MIN_SALT_LEN {
-        return Err(corrupt(format!(
-            "salt of {} bytes, at least {MIN_SALT_LEN} required",
-            salt.len()
-        )));
+        return Err(corrupt(format!("salt of {} bytes, at least {MIN_SALT_LEN} required", salt.len())));
     }
-    let argon_params =
-        argon2::Params::new(params.m_kib, params.t, params.p, Some(32)).map_err(|e| {
-            corrupt(format!(
-                "m={} KiB, t={}, p={}: {e}",
-                params.m_kib, params.t, params.p
-            ))
-        })?;
-    let argon = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon_params,
-    );
+    let argon_params = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
+        .map_err(|e| corrupt(format!("m={} KiB, t={}, p={}: {e}", params.m_kib, params.t, params.p)))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| corrupt(format!("argon2id failed: {e}")))?;
+    argon.hash_password_into(password, salt, &mut out).map_err(|e| corrupt(format!("argon2id failed: {e}")))?;
     Ok(UserKey(out))
 }
 
@@ -139,9 +110,7 @@ pub fn derive_from_password(
 /// [`FormatError::KeyFileTooShort`].
 pub fn derive_from_keyfile(contents: &[u8]) -> Result<UserKey, FormatError> {
     if contents.len() < MIN_KEYFILE_LEN {
-        return Err(FormatError::KeyFileTooShort {
-            len: contents.len(),
-        });
+        return Err(FormatError::KeyFileTooShort { len: contents.len() });
     }
     Ok(UserKey(blake3::derive_key(KEYFILE_CONTEXT, contents)))
 }
@@ -150,12 +119,7 @@ pub fn derive_from_keyfile(contents: &[u8]) -> Result<UserKey, FormatError> {
 ///
 /// Plaintext: data key (32 bytes) || id key (32 bytes), sealed as [`ObjectType::Key`] with `key_id`;
 /// the result is 104 bytes.
-pub fn wrap_master_key(
-    user: &UserKey,
-    master: &MasterKey,
-    key_id: &Id,
-    nonce: &[u8; 24],
-) -> Vec<u8> {
+pub fn wrap_master_key(user: &UserKey, master: &MasterKey, key_id: &Id, nonce: &[u8; 24]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(24 + 64 + crate::aead::TAG_LEN);
     buf.extend_from_slice(nonce);
     buf.extend_from_slice(&master.data);
@@ -165,13 +129,8 @@ pub fn wrap_master_key(
 }
 
 /// Open a wrapped master key; [`FormatError::WrongKey`] when the user key does not fit.
-pub fn unwrap_master_key(
-    user: &UserKey,
-    key_id: &Id,
-    sealed: &[u8],
-) -> Result<MasterKey, FormatError> {
-    let mut plain = crate::aead::open(&user.0, ObjectType::Key, key_id, sealed)
-        .map_err(|_| FormatError::WrongKey)?;
+pub fn unwrap_master_key(user: &UserKey, key_id: &Id, sealed: &[u8]) -> Result<MasterKey, FormatError> {
+    let mut plain = crate::aead::open(&user.0, ObjectType::Key, key_id, sealed).map_err(|_| FormatError::WrongKey)?;
     let result = match <[u8; 64]>::try_from(plain.as_slice()) {
         Ok(mut bytes) => {
             let key = MasterKey::from_bytes(bytes);

@@ -16,14 +16,7 @@ pub const JSON_LEVEL: i32 = 3;
 /// Compress (zstd at `level`, skipped when it does not pay) and seal `plaintext`.
 ///
 /// Builds the result in one allocation: nonce, then the compressed frame, sealed in place.
-pub fn encode(
-    key: &MasterKey,
-    ty: ObjectType,
-    id: &Id,
-    plaintext: &[u8],
-    nonce: &[u8; 24],
-    level: i32,
-) -> Vec<u8> {
+pub fn encode(key: &MasterKey, ty: ObjectType, id: &Id, plaintext: &[u8], nonce: &[u8; 24], level: i32) -> Vec<u8> {
     let mut buf = Vec::with_capacity(plaintext.len() + 1 + OVERHEAD);
     buf.extend_from_slice(nonce);
     compress_into(plaintext, level, &mut buf);
@@ -33,30 +26,17 @@ pub fn encode(
 }
 
 /// Open and decompress an object sealed by [`encode`].
-pub fn decode(
-    key: &MasterKey,
-    ty: ObjectType,
-    id: &Id,
-    sealed: &[u8],
-) -> Result<Vec<u8>, FormatError> {
+pub fn decode(key: &MasterKey, ty: ObjectType, id: &Id, sealed: &[u8]) -> Result<Vec<u8>, FormatError> {
     let framed = crate::aead::open(&key.data, ty, id, sealed)?;
     decompress_vec(framed, 0)
 }
 
 /// [`decode`] for blobs, then check that the plaintext's keyed hash equals `id`.
-pub fn decode_blob(
-    key: &MasterKey,
-    ty: ObjectType,
-    id: &Id,
-    sealed: &[u8],
-) -> Result<Vec<u8>, FormatError> {
+pub fn decode_blob(key: &MasterKey, ty: ObjectType, id: &Id, sealed: &[u8]) -> Result<Vec<u8>, FormatError> {
     let plaintext = decode(key, ty, id, sealed)?;
     let actual = key.chunk_id(&plaintext);
     if actual != *id {
-        return Err(FormatError::IdMismatch {
-            expected: *id,
-            actual,
-        });
+        return Err(FormatError::IdMismatch { expected: *id, actual });
     }
     Ok(plaintext)
 }
@@ -65,13 +45,7 @@ pub fn decode_blob(
 ///
 /// # Panics
 /// If `value` cannot be serialized to JSON (never for the types in [`crate::objects`]).
-pub fn encode_json<T: Serialize>(
-    key: &MasterKey,
-    ty: ObjectType,
-    id: &Id,
-    value: &T,
-    nonce: &[u8; 24],
-) -> Vec<u8> {
+pub fn encode_json<T: Serialize>(key: &MasterKey, ty: ObjectType, id: &Id, value: &T, nonce: &[u8; 24]) -> Vec<u8> {
     let json = serde_json::to_vec(value).expect("repository objects serialize to JSON");
     encode(key, ty, id, &json, nonce, JSON_LEVEL)
 }
@@ -84,8 +58,5 @@ pub fn decode_json<T: DeserializeOwned>(
     sealed: &[u8],
 ) -> Result<T, FormatError> {
     let json = decode(key, ty, id, sealed)?;
-    serde_json::from_slice(&json).map_err(|source| FormatError::Json {
-        what: ty.name(),
-        source,
-    })
+    serde_json::from_slice(&json).map_err(|source| FormatError::Json { what: ty.name(), source })
 }

@@ -157,11 +157,7 @@ pub struct Node {
     /// File name (one path component). Names that are not UTF-8 are stored in `name_bytes` instead.
     pub name: String,
     /// Raw name bytes for names that are not valid UTF-8 (then `name` holds a lossy rendering).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "crate::objects::b64_opt"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::objects::b64_opt")]
     pub name_bytes: Option<Vec<u8>>,
     /// Kind of node.
     #[serde(rename = "type")]
@@ -290,7 +286,6 @@ pub(crate) mod b64_opt {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom))
-            .transpose()
+        s.map(|s| STANDARD.decode(s).map_err(serde::de::Error::custom)).transpose()
     }
 }

@@ -85,10 +85,7 @@ pub struct PackWriter {
 impl PackWriter {
     /// An empty pack, with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
-        PackWriter {
-            buf: Vec::with_capacity(capacity),
-            entries: Vec::new(),
-        }
+        PackWriter { buf: Vec::with_capacity(capacity), entries: Vec::new() }
     }
 
     /// Append a sealed blob.
@@ -97,13 +94,7 @@ impl PackWriter {
     /// If `sealed` is 4 GiB or longer (blobs are at most a few MiB).
     pub fn add(&mut self, blob_type: BlobType, id: Id, sealed: &[u8], raw_length: u32) {
         let length = u32::try_from(sealed.len()).expect("sealed blob below 4 GiB");
-        self.entries.push(PackEntry {
-            blob_type,
-            id,
-            offset: self.buf.len() as u64,
-            length,
-            raw_length,
-        });
+        self.entries.push(PackEntry { blob_type, id, offset: self.buf.len() as u64, length, raw_length });
         self.buf.extend_from_slice(sealed);
     }
 
@@ -136,22 +127,14 @@ impl PackWriter {
         header.extend_from_slice(nonce);
         let mut expected_offset = 0u64;
         for entry in &entries {
-            debug_assert_eq!(
-                entry.offset, expected_offset,
-                "pack entries are contiguous from 0"
-            );
+            debug_assert_eq!(entry.offset, expected_offset, "pack entries are contiguous from 0");
             expected_offset += u64::from(entry.length);
             header.push(entry.blob_type.code());
             header.extend_from_slice(entry.id.as_bytes());
             header.extend_from_slice(&entry.length.to_le_bytes());
             header.extend_from_slice(&entry.raw_length.to_le_bytes());
         }
-        seal_in_place(
-            &key.data,
-            ObjectType::PackHeader,
-            &Id::default(),
-            &mut header,
-        );
+        seal_in_place(&key.data, ObjectType::PackHeader, &Id::default(), &mut header);
         debug_assert_eq!(header.len(), header_len);
         let sealed_len = u32::try_from(header.len()).expect("pack header below 4 GiB");
         buf.reserve(header.len() + TRAILER_LEN);
@@ -164,10 +147,7 @@ impl PackWriter {
 }
 
 fn corrupt(detail: impl Into<String>) -> FormatError {
-    FormatError::Corrupt {
-        what: "pack",
-        detail: detail.into(),
-    }
+    FormatError::Corrupt { what: "pack", detail: detail.into() }
 }
 
 /// Read the header of a pack given its last bytes (`tail`, at least the trailer) and the full pack
@@ -182,15 +162,10 @@ fn corrupt(detail: impl Into<String>) -> FormatError {
 /// implied by order, starting at 0.
 pub fn read_header(key: &MasterKey, tail: &[u8], pack_len: u64) -> Result<HeaderRead, FormatError> {
     if (tail.len() as u64) > pack_len {
-        return Err(corrupt(format!(
-            "tail of {} bytes is longer than the pack ({pack_len} bytes)",
-            tail.len()
-        )));
+        return Err(corrupt(format!("tail of {} bytes is longer than the pack ({pack_len} bytes)", tail.len())));
     }
     if pack_len < (TRAILER_LEN + NONCE_LEN + TAG_LEN) as u64 {
-        return Err(corrupt(format!(
-            "{pack_len} bytes is too short to be a pack"
-        )));
+        return Err(corrupt(format!("{pack_len} bytes is too short to be a pack")));
     }
     if tail.len() < TRAILER_LEN {
         return Ok(HeaderRead::NeedMore(TRAILER_LEN));
@@ -207,25 +182,16 @@ pub fn read_header(key: &MasterKey, tail: &[u8], pack_len: u64) -> Result<Header
         PACK_VERSION => {}
         0 => return Err(corrupt("pack version 0 is invalid")),
         found => {
-            return Err(FormatError::UnsupportedVersion {
-                found: found.into(),
-                supported: PACK_VERSION.into(),
-            });
+            return Err(FormatError::UnsupportedVersion { found: found.into(), supported: PACK_VERSION.into() });
         }
     }
     let header_len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
-    if header_len < NONCE_LEN + TAG_LEN
-        || !(header_len - NONCE_LEN - TAG_LEN).is_multiple_of(HEADER_ENTRY_LEN)
-    {
-        return Err(corrupt(format!(
-            "sealed header length {header_len} is not 40 + 41 * entries"
-        )));
+    if header_len < NONCE_LEN + TAG_LEN || !(header_len - NONCE_LEN - TAG_LEN).is_multiple_of(HEADER_ENTRY_LEN) {
+        return Err(corrupt(format!("sealed header length {header_len} is not 40 + 41 * entries")));
     }
     let needed = header_len + TRAILER_LEN;
     if needed as u64 > pack_len {
-        return Err(corrupt(format!(
-            "sealed header of {header_len} bytes does not fit in {pack_len} bytes"
-        )));
+        return Err(corrupt(format!("sealed header of {header_len} bytes does not fit in {pack_len} bytes")));
     }
     if tail.len() < needed {
         return Ok(HeaderRead::NeedMore(needed));
@@ -236,29 +202,16 @@ pub fn read_header(key: &MasterKey, tail: &[u8], pack_len: u64) -> Result<Header
     let mut entries = Vec::with_capacity(header.len() / HEADER_ENTRY_LEN);
     let mut offset = 0u64;
     for raw in header.chunks_exact(HEADER_ENTRY_LEN) {
-        let blob_type = BlobType::from_code(raw[0]).ok_or_else(|| {
-            corrupt(format!(
-                "unknown blob type {} in header entry {}",
-                raw[0],
-                entries.len()
-            ))
-        })?;
+        let blob_type = BlobType::from_code(raw[0])
+            .ok_or_else(|| corrupt(format!("unknown blob type {} in header entry {}", raw[0], entries.len())))?;
         let id = Id(raw[1..33].try_into().expect("32 bytes"));
         let length = u32::from_le_bytes(raw[33..37].try_into().expect("4 bytes"));
         let raw_length = u32::from_le_bytes(raw[37..41].try_into().expect("4 bytes"));
-        entries.push(PackEntry {
-            blob_type,
-            id,
-            offset,
-            length,
-            raw_length,
-        });
+        entries.push(PackEntry { blob_type, id, offset, length, raw_length });
         offset += u64::from(length);
     }
     if offset != data_len {
-        return Err(corrupt(format!(
-            "header lists {offset} bytes of blobs, but {data_len} bytes precede the header"
-        )));
+        return Err(corrupt(format!("header lists {offset} bytes of blobs, but {data_len} bytes precede the header")));
     }
     Ok(HeaderRead::Entries(entries))
 }

@@ -345,7 +345,9 @@ impl Archiver {
         // Every object the snapshot needs is acknowledged; make sure nobody pruned under us.
         self.shared.lock.check()?;
         self.verify_tree_reachable(&snapshot.tree)?;
-        self.shared.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, snapshot)
+        let id = self.shared.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, snapshot)?;
+        self.shared.repo.refresh_index();
+        Ok(id)
     }
 
     fn verify_tree_reachable(&self, root: &Id) -> Result<()> {

@@ -218,9 +218,16 @@ impl Repository {
         let mut report = walk.report;
         for (id, lock) in self.list_locks()? {
             if let Ok(l) = lock
-                && crate::is_stale(&l, jiff::Timestamp::now(), self.lock_options().lifetime, &crate::repository::whoami().0)
+                && crate::is_stale(
+                    &l,
+                    jiff::Timestamp::now(),
+                    self.lock_options().lifetime,
+                    &crate::repository::whoami().0,
+                )
             {
-                report.warnings.push(format!("stale lock {LOCKS}{id} ({} pid {}); `unlock` removes it", l.operation, l.pid));
+                report
+                    .warnings
+                    .push(format!("stale lock {LOCKS}{id} ({} pid {}); `unlock` removes it", l.operation, l.pid));
             }
         }
         for e in &mut report.errors {

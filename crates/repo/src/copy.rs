@@ -37,7 +37,12 @@ fn same_snapshot(a: &Snapshot, b: &Snapshot) -> bool {
 
 impl Repository {
     /// Copy `snapshots` (of this repository) into `target`.
-    pub fn copy_to(&self, target: &Repository, snapshots: &[(Id, Snapshot)], progress: Arc<dyn Progress>) -> Result<CopyReport> {
+    pub fn copy_to(
+        &self,
+        target: &Repository,
+        snapshots: &[(Id, Snapshot)],
+        progress: Arc<dyn Progress>,
+    ) -> Result<CopyReport> {
         if self.master_key().id != target.master_key().id || self.config().chunker != target.config().chunker {
             return Err(RepoError::Invalid(format!(
                 "{} does not share chunker parameters with {}; create it with `tidemark init --copy-chunker-params-from {}`",
@@ -65,7 +70,10 @@ impl Repository {
                 }
                 let raw = self.read_blob(BlobType::Tree, &tree_id)?;
                 let tree: tidemark_format::objects::Tree = serde_json::from_slice(&raw).map_err(|e| {
-                    RepoError::format(format!("tree {tree_id}"), tidemark_format::FormatError::Json { what: "tree", source: e })
+                    RepoError::format(
+                        format!("tree {tree_id}"),
+                        tidemark_format::FormatError::Json { what: "tree", source: e },
+                    )
                 })?;
                 if !archiver.has_blob(&tree_id) {
                     report.bytes_copied += raw.len() as u64;

@@ -81,6 +81,8 @@ impl RepoError {
             RepoError::NewerVersion { .. } => "upgrade tidemark to read this repository".into(),
             RepoError::Locked { .. } => "wait for the other operation, or if its process is gone, retry after the lock expires (30 minutes without refresh)".into(),
             RepoError::LockLost(_) => "the operation was paused or cut off from storage for longer than the lock lifetime; run it again".into(),
+            RepoError::SnapshotNotFound(_) => "list snapshots with `tidemark snapshots`; use `latest` or an id prefix".into(),
+            RepoError::AmbiguousSnapshot(_) => "give more characters of the snapshot id".into(),
             RepoError::MissingBlob(_) => "run `tidemark check` to see which snapshots are affected".into(),
             RepoError::Format { .. } => "run `tidemark check --read-data` to find damaged objects".into(),
             RepoError::Storage(e) => match e.kind() {

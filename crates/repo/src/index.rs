@@ -70,8 +70,13 @@ impl MasterIndex {
         self.packs.push(PackInfo { id: pack.id, size: pack.size });
         let here = present.is_none_or(|p| p.contains_key(&pack.id));
         for b in &pack.blobs {
-            let loc =
-                BlobLocation { pack: n, blob_type: b.blob_type, offset: b.offset, length: b.length, raw_length: b.raw_length };
+            let loc = BlobLocation {
+                pack: n,
+                blob_type: b.blob_type,
+                offset: b.offset,
+                length: b.length,
+                raw_length: b.raw_length,
+            };
             match self.blobs.entry(b.id) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(loc);

@@ -86,6 +86,15 @@ impl Repository {
         Ok(n)
     }
 
+    /// Remove every lock, stale or not (`unlock --remove-all`: only when no other process runs).
+    pub fn remove_all_locks(&self) -> Result<usize> {
+        let ids = self.list_ids(LOCKS)?;
+        for id in &ids {
+            self.storage().delete(&format!("{LOCKS}{id}"))?;
+        }
+        Ok(ids.len())
+    }
+
     fn conflicting(&self, exclusive: bool, own: Option<Id>) -> Result<Option<String>> {
         let (host, _) = whoami();
         let now = Timestamp::now();

@@ -183,7 +183,13 @@ impl Repository {
         Ok(plan)
     }
 
-    fn execute_prune(&self, plan: Plan, lock: &LockGuard, report: &mut PruneReport, progress: &dyn Progress) -> Result<()> {
+    fn execute_prune(
+        &self,
+        plan: Plan,
+        lock: &LockGuard,
+        report: &mut PruneReport,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let mut new_packs = plan.keep;
         // 1. Copy used blobs out of partly used packs (sealed bytes are bound to blob id and type,
         //    not to the pack, so they move as they are after verification).
@@ -242,12 +248,8 @@ impl Repository {
                 spared.extend(file.packs.iter().map(|p| p.id));
             }
         }
-        let newer: Vec<Id> = self
-            .snapshots()?
-            .into_iter()
-            .filter(|(id, _)| !plan.snapshots.contains(id))
-            .map(|(_, s)| s.tree)
-            .collect();
+        let newer: Vec<Id> =
+            self.snapshots()?.into_iter().filter(|(id, _)| !plan.snapshots.contains(id)).map(|(_, s)| s.tree).collect();
         if !newer.is_empty() {
             let needed = used_blobs(self, newer)?;
             let live = crate::index::MasterIndex::load(self)?;

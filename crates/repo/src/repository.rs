@@ -1,6 +1,6 @@
 //! Opening and creating repositories, and reading and writing their sealed objects.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rand::RngCore;
@@ -111,7 +111,7 @@ pub(crate) struct Inner {
     pub(crate) key_id: Id,
     pub(crate) config: RepoConfig,
     pub(crate) lock_options: LockOptions,
-    pub(crate) index: OnceLock<Arc<MasterIndex>>,
+    pub(crate) index: RwLock<Option<Arc<MasterIndex>>>,
 }
 
 /// An open repository. Cheap to clone; safe to share between threads.
@@ -146,9 +146,9 @@ pub(crate) fn whoami() -> (String, String) {
 
 fn derive_user_key(cred: &Credential, kdf: &Kdf) -> Option<Result<keys::UserKey>> {
     match (cred, kdf) {
-        (Credential::Password(pw), Kdf::Argon2id { params, salt }) => Some(
-            keys::derive_from_password(pw, salt, params).map_err(|e| RepoError::format("key file", e)),
-        ),
+        (Credential::Password(pw), Kdf::Argon2id { params, salt }) => {
+            Some(keys::derive_from_password(pw, salt, params).map_err(|e| RepoError::format("key file", e)))
+        }
         (Credential::KeyFile(bytes), Kdf::Keyfile) => {
             Some(keys::derive_from_keyfile(bytes).map_err(|e| RepoError::Key(e.to_string())))
         }
@@ -156,7 +156,12 @@ fn derive_user_key(cred: &Credential, kdf: &Kdf) -> Option<Result<keys::UserKey>
     }
 }
 
-pub(crate) fn make_key_file(cred: &Credential, master: &MasterKey, key_id: &Id, kdf_params: KdfParams) -> Result<KeyFile> {
+pub(crate) fn make_key_file(
+    cred: &Credential,
+    master: &MasterKey,
+    key_id: &Id,
+    kdf_params: KdfParams,
+) -> Result<KeyFile> {
     let (host, user) = whoami();
     let kdf = match cred {
         Credential::Password(_) => Kdf::Argon2id { params: kdf_params, salt: random_bytes::<16>().to_vec() },
@@ -205,7 +210,7 @@ impl Repository {
                 key_id,
                 config,
                 lock_options: LockOptions::default(),
-                index: OnceLock::new(),
+                index: RwLock::new(None),
             }),
         }
     }
@@ -221,7 +226,11 @@ impl Repository {
             RepoError::Invalid(format!("{}/config is not a tidemark repository config: {e}", storage.location()))
         })?;
         if marker.format != "tidemark" {
-            return Err(RepoError::Invalid(format!("{} holds a {:?} repository, not tidemark", storage.location(), marker.format)));
+            return Err(RepoError::Invalid(format!(
+                "{} holds a {:?} repository, not tidemark",
+                storage.location(),
+                marker.format
+            )));
         }
         if marker.version > FORMAT_VERSION {
             return Err(RepoError::NewerVersion { found: marker.version, supported: FORMAT_VERSION });
@@ -273,7 +282,7 @@ impl Repository {
                 key_id: inner.key_id,
                 config: inner.config.clone(),
                 lock_options,
-                index: OnceLock::new(),
+                index: RwLock::new(None),
             }),
         }
     }
@@ -336,13 +345,19 @@ impl Repository {
     /// The index of all blobs, loaded on first use and then cached for this handle (open a new
     /// handle to see what other writers added since).
     pub fn index(&self) -> Result<Arc<MasterIndex>> {
-        if let Some(ix) = self.inner.index.get() {
+        if let Some(ix) = self.inner.index.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Ok(ix.clone());
         }
         let present = crate::index::list_packs(self)?;
         let files = crate::index::load_index_files(self)?;
         let ix = Arc::new(MasterIndex::from_files_preferring(files, Some(&present)));
-        Ok(self.inner.index.get_or_init(|| ix).clone())
+        *self.inner.index.write().unwrap_or_else(|e| e.into_inner()) = Some(ix.clone());
+        Ok(ix)
+    }
+
+    /// Forget the cached index; the next read loads it again (done after every commit).
+    pub fn refresh_index(&self) {
+        *self.inner.index.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Read a blob through the index, verified against its id.
@@ -350,7 +365,8 @@ impl Repository {
         let index = self.index()?;
         let loc = index.get(id).ok_or(RepoError::MissingBlob(*id))?;
         let pack = index.pack(loc.pack);
-        let sealed = self.inner.storage.get_range(&pack_key(&pack.id), loc.offset..loc.offset + u64::from(loc.length))?;
+        let sealed =
+            self.inner.storage.get_range(&pack_key(&pack.id), loc.offset..loc.offset + u64::from(loc.length))?;
         object::decode_blob(&self.inner.key, blob_type.object_type(), id, &sealed)
             .map_err(|e| RepoError::format(format!("{} {} in pack {}", blob_type.object_type(), id, pack.id), e))
     }

@@ -65,18 +65,12 @@ pub fn root_node(root: &Id) -> Node {
 
 /// The components of a snapshot path (empty for the root). `.` and empty components are ignored.
 pub fn path_components(path: &str) -> Vec<&str> {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect()
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").collect()
 }
 
 /// Join a parent snapshot path and a child name (`"/"` + `"srv"` = `"/srv"`).
 pub fn join_path(parent: &str, name: &str) -> String {
-    if parent.ends_with('/') {
-        format!("{parent}{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+    if parent.ends_with('/') { format!("{parent}{name}") } else { format!("{parent}/{name}") }
 }
 
 /// The node at `path` below the tree `root`, or `None` when no such path exists.
@@ -96,22 +90,14 @@ pub fn find_node(repo: &Repository, root: &Id, path: &str) -> Result<Option<Node
 }
 
 fn dir_subtree(node: &Node) -> Option<Id> {
-    if node.node_type == NodeType::Dir {
-        node.subtree
-    } else {
-        None
-    }
+    if node.node_type == NodeType::Dir { node.subtree } else { None }
 }
 
 fn load_children(repo: &Repository, node: &Node) -> Result<Vec<Node>> {
     match dir_subtree(node) {
         Some(id) => {
             let mut nodes = repo.load_tree(&id)?.nodes;
-            nodes.sort_by(|a, b| {
-                a.name
-                    .cmp(&b.name)
-                    .then_with(|| a.name_bytes.cmp(&b.name_bytes))
-            });
+            nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.name_bytes.cmp(&b.name_bytes)));
             Ok(nodes)
         }
         None => Ok(Vec::new()),
@@ -127,11 +113,8 @@ pub fn walk(
     start_path: &str,
     visit: &mut dyn FnMut(&str, &Node) -> Result<()>,
 ) -> Result<()> {
-    let node = find_node(repo, root, start_path)?.ok_or_else(|| {
-        RepoError::Invalid(format!(
-            "{start_path}: no such file or directory in the snapshot"
-        ))
-    })?;
+    let node = find_node(repo, root, start_path)?
+        .ok_or_else(|| RepoError::Invalid(format!("{start_path}: no such file or directory in the snapshot")))?;
     let base = format!("/{}", path_components(start_path).join("/"));
     if node.node_type != NodeType::Dir {
         return visit(&base, &node);
@@ -167,19 +150,10 @@ pub fn diff(repo: &Repository, a: &Id, b: &Id) -> Result<Vec<Change>> {
 }
 
 fn by_name(nodes: Vec<Node>) -> BTreeMap<(String, Option<Vec<u8>>), Node> {
-    nodes
-        .into_iter()
-        .map(|n| ((n.name.clone(), n.name_bytes.clone()), n))
-        .collect()
+    nodes.into_iter().map(|n| ((n.name.clone(), n.name_bytes.clone()), n)).collect()
 }
 
-fn diff_dirs(
-    repo: &Repository,
-    a: Option<&Id>,
-    b: Option<&Id>,
-    path: &str,
-    out: &mut Vec<Change>,
-) -> Result<()> {
+fn diff_dirs(repo: &Repository, a: Option<&Id>, b: Option<&Id>, path: &str, out: &mut Vec<Change>) -> Result<()> {
     let load = |id: Option<&Id>| -> Result<Vec<Node>> {
         match id {
             Some(id) => Ok(repo.load_tree(id)?.nodes),
@@ -204,19 +178,8 @@ fn diff_dirs(
     Ok(())
 }
 
-fn diff_nodes(
-    repo: &Repository,
-    o: &Node,
-    n: &Node,
-    path: &str,
-    out: &mut Vec<Change>,
-) -> Result<()> {
-    let mut push = |kind| {
-        out.push(Change {
-            path: path.to_string(),
-            kind,
-        })
-    };
+fn diff_nodes(repo: &Repository, o: &Node, n: &Node, path: &str, out: &mut Vec<Change>) -> Result<()> {
+    let mut push = |kind| out.push(Change { path: path.to_string(), kind });
     if o.node_type != n.node_type {
         push(ChangeKind::TypeChanged);
         if o.node_type == NodeType::Dir {
@@ -254,27 +217,12 @@ fn diff_nodes(
     Ok(())
 }
 
-fn list_all(
-    repo: &Repository,
-    node: &Node,
-    path: &str,
-    kind: ChangeKind,
-    out: &mut Vec<Change>,
-) -> Result<()> {
-    out.push(Change {
-        path: path.to_string(),
-        kind,
-    });
+fn list_all(repo: &Repository, node: &Node, path: &str, kind: ChangeKind, out: &mut Vec<Change>) -> Result<()> {
+    out.push(Change { path: path.to_string(), kind });
     list_below(repo, node, path, kind, out)
 }
 
-fn list_below(
-    repo: &Repository,
-    node: &Node,
-    path: &str,
-    kind: ChangeKind,
-    out: &mut Vec<Change>,
-) -> Result<()> {
+fn list_below(repo: &Repository, node: &Node, path: &str, kind: ChangeKind, out: &mut Vec<Change>) -> Result<()> {
     if node.node_type != NodeType::Dir {
         return Ok(());
     }
@@ -289,17 +237,12 @@ fn list_below(
 /// `node.size`.
 pub fn dump(repo: &Repository, node: &Node, writer: &mut dyn Write) -> Result<u64> {
     if node.node_type != NodeType::File {
-        return Err(RepoError::Invalid(format!(
-            "{}: not a regular file",
-            node.name
-        )));
+        return Err(RepoError::Invalid(format!("{}: not a regular file", node.name)));
     }
     let mut written = 0u64;
     for id in &node.content {
         let data = repo.read_blob(BlobType::Data, id)?;
-        writer
-            .write_all(&data)
-            .map_err(|e| RepoError::Invalid(format!("writing {}: {e}", node.name)))?;
+        writer.write_all(&data).map_err(|e| RepoError::Invalid(format!("writing {}: {e}", node.name)))?;
         written += data.len() as u64;
     }
     if written != node.size {
@@ -318,11 +261,7 @@ pub fn children(repo: &Repository, node: &Node) -> Result<Vec<Node>> {
 
 /// Build a tree from nodes, sorted by name as the format requires.
 pub fn sorted_tree(mut nodes: Vec<Node>) -> Tree {
-    nodes.sort_by(|a, b| {
-        a.name
-            .cmp(&b.name)
-            .then_with(|| a.name_bytes.cmp(&b.name_bytes))
-    });
+    nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.name_bytes.cmp(&b.name_bytes)));
     Tree { nodes }
 }
 
@@ -339,56 +278,26 @@ mod tests {
     use crate::{Archiver, Credential, InitOptions, NoProgress};
 
     fn new_repo() -> Repository {
-        let opts = InitOptions {
-            kdf: KdfParams {
-                m_kib: 1024,
-                t: 1,
-                p: 1,
-            },
-            ..Default::default()
-        };
-        Repository::init(
-            Arc::new(MemoryStorage::new()),
-            &Credential::Password(b"pw".to_vec()),
-            &opts,
-        )
-        .unwrap()
+        let opts = InitOptions { kdf: KdfParams { m_kib: 1024, t: 1, p: 1 }, ..Default::default() };
+        Repository::init(Arc::new(MemoryStorage::new()), &Credential::Password(b"pw".to_vec()), &opts).unwrap()
     }
 
     fn node(name: &str, node_type: NodeType) -> Node {
-        Node {
-            name: name.into(),
-            node_type,
-            mode: 0o644,
-            mtime_ns: 1_000,
-            ..root_node(&Id::default())
-        }
+        Node { name: name.into(), node_type, mode: 0o644, mtime_ns: 1_000, ..root_node(&Id::default()) }
     }
 
     fn file(a: &Archiver, name: &str, data: &[u8]) -> Node {
         let saved = a.save_reader(data).unwrap();
-        Node {
-            content: saved.content,
-            size: saved.size,
-            subtree: None,
-            ..node(name, NodeType::File)
-        }
+        Node { content: saved.content, size: saved.size, subtree: None, ..node(name, NodeType::File) }
     }
 
     fn dir(a: &Archiver, name: &str, nodes: Vec<Node>) -> Node {
         let id = a.save_tree(&sorted_tree(nodes)).unwrap();
-        Node {
-            subtree: Some(id),
-            ..node(name, NodeType::Dir)
-        }
+        Node { subtree: Some(id), ..node(name, NodeType::Dir) }
     }
 
     fn link(name: &str, target: &str) -> Node {
-        Node {
-            link_target: Some(target.into()),
-            subtree: None,
-            ..node(name, NodeType::Symlink)
-        }
+        Node { link_target: Some(target.into()), subtree: None, ..node(name, NodeType::Symlink) }
     }
 
     /// Two trees committed in one snapshot (the second kept reachable through a directory).
@@ -398,33 +307,15 @@ mod tests {
         let deep = dir(&a, "deep", vec![file(&a, "c", b"three")]);
         let sub = dir(&a, "sub", vec![file(&a, "b.txt", b"two"), deep]);
         let old = vec![file(&a, "a.txt", b"one"), sub, link("link", "a.txt")];
-        let sub2 = dir(
-            &a,
-            "sub",
-            vec![Node {
-                mtime_ns: 2_000,
-                ..file(&a, "b.txt", b"two")
-            }],
-        );
+        let sub2 = dir(&a, "sub", vec![Node { mtime_ns: 2_000, ..file(&a, "b.txt", b"two") }]);
         let new_dir = dir(&a, "new", vec![file(&a, "x", b"x")]);
-        let new = vec![
-            file(&a, "a.txt", b"ONE"),
-            sub2,
-            new_dir,
-            file(&a, "link", b"now a file"),
-        ];
+        let new = vec![file(&a, "a.txt", b"ONE"), sub2, new_dir, file(&a, "link", b"now a file")];
         let old_id = a.save_tree(&sorted_tree(old.clone())).unwrap();
         let new_id = a.save_tree(&sorted_tree(new.clone())).unwrap();
         let both = a
             .save_tree(&sorted_tree(vec![
-                Node {
-                    subtree: Some(old_id),
-                    ..node("old", NodeType::Dir)
-                },
-                Node {
-                    subtree: Some(new_id),
-                    ..node("new", NodeType::Dir)
-                },
+                Node { subtree: Some(old_id), ..node("old", NodeType::Dir) },
+                Node { subtree: Some(new_id), ..node("new", NodeType::Dir) },
             ]))
             .unwrap();
         let snapshot = Snapshot {
@@ -451,10 +342,7 @@ mod tests {
         let (repo, old, _) = two_trees();
         let n = find_node(&repo, &old, "/sub/deep/c").unwrap().unwrap();
         assert_eq!((n.name.as_str(), n.size), ("c", 5));
-        assert_eq!(
-            find_node(&repo, &old, "sub/b.txt").unwrap().unwrap().name,
-            "b.txt"
-        );
+        assert_eq!(find_node(&repo, &old, "sub/b.txt").unwrap().unwrap().name, "b.txt");
         for root in ["/", ""] {
             let r = find_node(&repo, &old, root).unwrap().unwrap();
             assert_eq!((r.node_type, r.subtree), (NodeType::Dir, Some(old)));
@@ -472,17 +360,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(
-            seen,
-            [
-                "/a.txt",
-                "/link",
-                "/sub",
-                "/sub/b.txt",
-                "/sub/deep",
-                "/sub/deep/c"
-            ]
-        );
+        assert_eq!(seen, ["/a.txt", "/link", "/sub", "/sub/b.txt", "/sub/deep", "/sub/deep/c"]);
         seen.clear();
         walk(&repo, &old, "sub/deep/c", &mut |p, _| {
             seen.push(p.to_string());
@@ -496,11 +374,8 @@ mod tests {
     #[test]
     fn diff_reports_each_kind_of_change() {
         let (repo, old, new) = two_trees();
-        let got: Vec<(String, ChangeKind)> = diff(&repo, &old, &new)
-            .unwrap()
-            .into_iter()
-            .map(|c| (c.path, c.kind))
-            .collect();
+        let got: Vec<(String, ChangeKind)> =
+            diff(&repo, &old, &new).unwrap().into_iter().map(|c| (c.path, c.kind)).collect();
         let want = [
             ("/a.txt", ChangeKind::Modified),
             ("/link", ChangeKind::TypeChanged),
@@ -510,15 +385,10 @@ mod tests {
             ("/sub/deep", ChangeKind::Removed),
             ("/sub/deep/c", ChangeKind::Removed),
         ];
-        let want: Vec<(String, ChangeKind)> =
-            want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        let want: Vec<(String, ChangeKind)> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
         assert_eq!(got, want);
         assert!(diff(&repo, &old, &old).unwrap().is_empty());
-        let json = serde_json::to_string(&Change {
-            path: "/x".into(),
-            kind: ChangeKind::TypeChanged,
-        })
-        .unwrap();
+        let json = serde_json::to_string(&Change { path: "/x".into(), kind: ChangeKind::TypeChanged }).unwrap();
         assert_eq!(json, r#"{"path":"/x","kind":"typechanged"}"#);
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use harness::*;
 use tidemark_repo::check::CheckOptions;
-use tidemark_repo::prune::PruneOptions;
 use tidemark_repo::format::Id;
+use tidemark_repo::prune::PruneOptions;
 use tidemark_repo::{Credential, LockOptions, NoProgress, RepoError, Repository};
 use tidemark_storage::fault::FaultStorage;
 use tidemark_storage::{ErrorKind, MemoryStorage, Storage};
@@ -193,7 +193,9 @@ fn prune_waits_for_no_one_it_refuses_while_a_backup_holds_a_lock() {
 #[test]
 fn a_backup_paused_past_its_lock_lifetime_fails_after_a_prune() {
     let (mem, repo) = new_repo();
-    let paused = repo.clone().with_lock_options(LockOptions { lifetime: Duration::from_millis(300), refresh: Duration::from_secs(3600) });
+    let paused = repo
+        .clone()
+        .with_lock_options(LockOptions { lifetime: Duration::from_millis(300), refresh: Duration::from_secs(3600) });
     let archiver = paused.archiver("backup", Arc::new(NoProgress)).unwrap();
     let files = sample_files(11, 4);
     // Simulate a pause: no refresh happens while we sleep past the lifetime.

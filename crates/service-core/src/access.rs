@@ -41,10 +41,7 @@ impl AccessPolicy {
     /// A policy allowing `allow` (`None`: loopback only, see [`AccessPolicy::loopback`]), with
     /// `trusted_proxies`.
     pub fn new(allow: Option<Vec<IpNet>>, trusted_proxies: Vec<IpNet>) -> AccessPolicy {
-        AccessPolicy {
-            allow: allow.unwrap_or_else(AccessPolicy::loopback),
-            trusted_proxies,
-        }
+        AccessPolicy { allow: allow.unwrap_or_else(AccessPolicy::loopback), trusted_proxies }
     }
 
     /// The networks allowed when the config has no `allow`: `127.0.0.0/8` and `::1/128`.
@@ -87,11 +84,7 @@ impl AccessPolicy {
     /// on, `Err(client)` to answer 403 (and audit the address).
     pub fn admit(&self, peer: IpAddr, forwarded_for: Option<&str>) -> Result<IpAddr, IpAddr> {
         let client = self.client_ip(peer, forwarded_for);
-        if self.is_allowed(client) {
-            Ok(client)
-        } else {
-            Err(client)
-        }
+        if self.is_allowed(client) { Ok(client) } else { Err(client) }
     }
 
     fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
@@ -106,8 +99,7 @@ fn covered(nets: &[IpNet], ip: IpAddr) -> bool {
         IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
         IpAddr::V6(_) => None,
     };
-    nets.iter()
-        .any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
+    nets.iter().any(|net| net.contains(&ip) || mapped.is_some_and(|m| net.contains(&m)))
 }
 
 /// One X-Forwarded-For entry: an address, or an address with a port (`1.2.3.4:80`,
@@ -117,14 +109,9 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
     if text.is_empty() || text.len() > 64 {
         return None;
     }
-    let address = text
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
-        .or_else(|| {
-            text.strip_prefix('[')
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<IpAddr>().ok())
+    let address =
+        text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip())).or_else(|| {
+            text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).and_then(|t| t.parse::<IpAddr>().ok())
         })?;
     Some(address.to_canonical())
 }

@@ -106,20 +106,14 @@ impl Default for AuditChain {
 impl AuditChain {
     /// The start of a new log.
     pub fn new() -> AuditChain {
-        AuditChain {
-            next_seq: 1,
-            prev: GENESIS.to_string(),
-        }
+        AuditChain { next_seq: 1, prev: GENESIS.to_string() }
     }
 
     /// Continue a log whose last line is `last_line` (after a restart). Check the whole file
     /// with [`AuditChain::verify`] instead when there is time to.
     pub fn resume(last_line: &str) -> Result<AuditChain, ChainBreak> {
         let head = read_head(last_line, 1)?;
-        Ok(AuditChain {
-            next_seq: head.seq.saturating_add(1),
-            prev: line_hash(last_line),
-        })
+        Ok(AuditChain { next_seq: head.seq.saturating_add(1), prev: line_hash(last_line) })
     }
 
     /// The hash of the last line appended (or [`GENESIS`]): record it outside the log to detect
@@ -136,11 +130,7 @@ impl AuditChain {
     /// The line for `entry` (without a newline), chained to the previous one; the caller
     /// appends it to the log file, followed by `\n`.
     pub fn append(&mut self, entry: &AuditEntry) -> String {
-        let line = Line {
-            seq: self.next_seq,
-            entry: entry.clone(),
-            prev: std::mem::take(&mut self.prev),
-        };
+        let line = Line { seq: self.next_seq, entry: entry.clone(), prev: std::mem::take(&mut self.prev) };
         // Plain strings, numbers and an address: serializing cannot fail.
         let text = serde_json::to_string(&line).unwrap_or_default();
         self.prev = line_hash(&text);
@@ -150,10 +140,7 @@ impl AuditChain {
 
     /// Check that `lines` continue this chain, and return the chain after them. Line numbers
     /// in the error count from 1 at the first of `lines`.
-    pub fn verify<'l>(
-        &self,
-        lines: impl IntoIterator<Item = &'l str>,
-    ) -> Result<AuditChain, ChainBreak> {
+    pub fn verify<'l>(&self, lines: impl IntoIterator<Item = &'l str>) -> Result<AuditChain, ChainBreak> {
         let mut chain = self.clone();
         for (index, line) in lines.into_iter().enumerate() {
             let number = index + 1;
@@ -171,30 +158,17 @@ impl AuditChain {
                         }
                     )
                 } else {
-                    format!(
-                        "entry {} where entry {expected} was expected: lines were reordered or repeated",
-                        head.seq
-                    )
+                    format!("entry {} where entry {expected} was expected: lines were reordered or repeated", head.seq)
                 };
-                return Err(ChainBreak {
-                    line: number,
-                    reason,
-                });
+                return Err(ChainBreak { line: number, reason });
             }
             if head.prev != chain.prev {
                 let reason = if number == 1 {
-                    "its prev does not match where the chain starts: the first lines were replaced"
-                        .to_string()
+                    "its prev does not match where the chain starts: the first lines were replaced".to_string()
                 } else {
-                    format!(
-                        "its prev does not match the hash of line {}: that line was modified",
-                        number - 1
-                    )
+                    format!("its prev does not match the hash of line {}: that line was modified", number - 1)
                 };
-                return Err(ChainBreak {
-                    line: number,
-                    reason,
-                });
+                return Err(ChainBreak { line: number, reason });
             }
             chain.prev = line_hash(line);
             chain.next_seq = expected.saturating_add(1);
@@ -229,10 +203,7 @@ pub fn verify_chain<'l>(lines: impl IntoIterator<Item = &'l str>) -> Result<(), 
 
 /// [`verify_chain`], and check that the last line is the one whose hash was recorded as
 /// `head`: this also finds a removed or modified last line.
-pub fn verify_chain_to<'l>(
-    lines: impl IntoIterator<Item = &'l str>,
-    head: &str,
-) -> Result<(), ChainBreak> {
+pub fn verify_chain_to<'l>(lines: impl IntoIterator<Item = &'l str>, head: &str) -> Result<(), ChainBreak> {
     let mut count = 0;
     let chain = AuditChain::new().verify(lines.into_iter().inspect(|_| count += 1))?;
     if chain.head() == head {
@@ -254,15 +225,10 @@ pub fn parse_line(line: &str) -> Option<(u64, AuditEntry)> {
 }
 
 fn read_head(line: &str, number: usize) -> Result<LineHead, ChainBreak> {
-    let head: LineHead = serde_json::from_str(line).map_err(|e| ChainBreak {
-        line: number,
-        reason: format!("not an audit entry ({e})"),
-    })?;
+    let head: LineHead = serde_json::from_str(line)
+        .map_err(|e| ChainBreak { line: number, reason: format!("not an audit entry ({e})") })?;
     if head.prev.len() != 64 || !head.prev.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ChainBreak {
-            line: number,
-            reason: "its prev is not a SHA-256 in hex".to_string(),
-        });
+        return Err(ChainBreak { line: number, reason: "its prev is not a SHA-256 in hex".to_string() });
     }
     Ok(head)
 }

@@ -108,12 +108,7 @@ pub fn generate_token<R: CryptoRng + ?Sized>(
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
-    let record = TokenRecord {
-        name: name.to_string(),
-        role,
-        hash: hash_token(&token),
-        created,
-    };
+    let record = TokenRecord { name: name.to_string(), role, hash: hash_token(&token), created };
     (token, record)
 }
 
@@ -198,9 +193,6 @@ mod tests {
     #[test]
     fn hash_is_sha256_hex() {
         // SHA-256("abc"), FIPS 180-2 appendix B.1.
-        assert_eq!(
-            hash_token("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

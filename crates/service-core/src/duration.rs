@@ -18,10 +18,7 @@ use crate::ServiceError;
 /// assert!(parse_duration("1 hour").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<SignedDuration, ServiceError> {
-    let fail = |reason: &str| ServiceError::InvalidDuration {
-        text: text.to_string(),
-        reason: reason.to_string(),
-    };
+    let fail = |reason: &str| ServiceError::InvalidDuration { text: text.to_string(), reason: reason.to_string() };
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(fail("it is empty"));
@@ -33,13 +30,9 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, ServiceError> {
         if digits == 0 {
             return Err(fail("expected a number"));
         }
-        let number: i64 = rest[..digits]
-            .parse()
-            .map_err(|_| fail("the number is too large"))?;
+        let number: i64 = rest[..digits].parse().map_err(|_| fail("the number is too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c.is_whitespace()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let (seconds, rank) = match unit {
             "" => return Err(fail("the last number has no unit")),
@@ -51,9 +44,7 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, ServiceError> {
             other => return Err(fail(&format!("unknown unit {other:?}"))),
         };
         if rank >= last_unit {
-            return Err(fail(
-                "units must go from the largest to the smallest, each once",
-            ));
+            return Err(fail("units must go from the largest to the smallest, each once"));
         }
         last_unit = rank;
         rest = rest[unit_len..].trim_start();
@@ -106,50 +97,20 @@ mod tests {
 
     #[test]
     fn reads_every_unit_and_combinations() {
-        assert_eq!(
-            parse_duration("45s").unwrap(),
-            SignedDuration::from_secs(45)
-        );
-        assert_eq!(
-            parse_duration("90m").unwrap(),
-            SignedDuration::from_mins(90)
-        );
+        assert_eq!(parse_duration("45s").unwrap(), SignedDuration::from_secs(45));
+        assert_eq!(parse_duration("90m").unwrap(), SignedDuration::from_mins(90));
         assert_eq!(parse_duration("1h").unwrap(), SignedDuration::from_hours(1));
-        assert_eq!(
-            parse_duration("2d").unwrap(),
-            SignedDuration::from_hours(48)
-        );
-        assert_eq!(
-            parse_duration("1w").unwrap(),
-            SignedDuration::from_hours(168)
-        );
-        assert_eq!(
-            parse_duration(" 1h 30m 5s ").unwrap(),
-            SignedDuration::from_secs(5_405)
-        );
+        assert_eq!(parse_duration("2d").unwrap(), SignedDuration::from_hours(48));
+        assert_eq!(parse_duration("1w").unwrap(), SignedDuration::from_hours(168));
+        assert_eq!(parse_duration(" 1h 30m 5s ").unwrap(), SignedDuration::from_secs(5_405));
         assert_eq!(parse_duration("0s").unwrap(), SignedDuration::ZERO);
     }
 
     #[test]
     fn refuses_what_it_cannot_read() {
-        for bad in [
-            "",
-            "1",
-            "h",
-            "1x",
-            "-1h",
-            "1.5h",
-            "1 hour",
-            "30m1h",
-            "1h1h",
-            "99999999999999999999s",
-            "6000w",
-        ] {
+        for bad in ["", "1", "h", "1x", "-1h", "1.5h", "1 hour", "30m1h", "1h1h", "99999999999999999999s", "6000w"] {
             let err = parse_duration(bad).unwrap_err();
-            assert!(
-                matches!(err, ServiceError::InvalidDuration { ref text, .. } if text == bad),
-                "{bad:?} gave {err}"
-            );
+            assert!(matches!(err, ServiceError::InvalidDuration { ref text, .. } if text == bad), "{bad:?} gave {err}");
         }
     }
 

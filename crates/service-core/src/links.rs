@@ -55,9 +55,7 @@ pub enum LinkError {
     #[error("the link is malformed ({0}); copy the whole link or ask for a new one")]
     Malformed(&'static str),
     /// The signature does not match: the token was altered, or signed under another secret.
-    #[error(
-        "the link's signature does not match: it was altered or signed with another key; ask for a new link"
-    )]
+    #[error("the link's signature does not match: it was altered or signed with another key; ask for a new link")]
     Tampered,
     /// The link was valid until `expired`.
     #[error("the link expired at {expired}; ask for a new link")]
@@ -127,11 +125,7 @@ impl LinkSigner {
     /// The expiry of a link asked for at `now` with the lifetime `requested` (the API's `"ttl"`,
     /// e.g. `"15m"`; `None` for the default). A lifetime above the maximum is refused with
     /// [`ServiceError::TtlTooLong`], never shortened silently.
-    pub fn expiry(
-        &self,
-        requested: Option<&str>,
-        now: Timestamp,
-    ) -> Result<Timestamp, ServiceError> {
+    pub fn expiry(&self, requested: Option<&str>, now: Timestamp) -> Result<Timestamp, ServiceError> {
         let ttl = match requested {
             None => self.default_ttl,
             Some(text) => parse_duration(text)?,
@@ -143,16 +137,12 @@ impl LinkSigner {
             });
         }
         if ttl > self.max_ttl {
-            return Err(ServiceError::TtlTooLong {
-                requested: ttl,
-                max: self.max_ttl,
-            });
+            return Err(ServiceError::TtlTooLong { requested: ttl, max: self.max_ttl });
         }
-        now.checked_add(ttl)
-            .map_err(|_| ServiceError::InvalidDuration {
-                text: format_duration(ttl),
-                reason: "the expiry would be past the end of time".to_string(),
-            })
+        now.checked_add(ttl).map_err(|_| ServiceError::InvalidDuration {
+            text: format_duration(ttl),
+            reason: "the expiry would be past the end of time".to_string(),
+        })
     }
 
     /// Sign `claims` into a URL-safe token.
@@ -177,23 +167,15 @@ impl LinkSigner {
         if token.len() > MAX_TOKEN_LEN {
             return Err(LinkError::Malformed("too long"));
         }
-        let (payload, signature) = token
-            .split_once('.')
-            .ok_or(LinkError::Malformed("no signature part"))?;
+        let (payload, signature) = token.split_once('.').ok_or(LinkError::Malformed("no signature part"))?;
         if signature.contains('.') {
             return Err(LinkError::Malformed("more than two parts"));
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| LinkError::Malformed("the signature is not base64url"))?;
-        self.tag(payload)
-            .verify_slice(&signature)
-            .map_err(|_| LinkError::Tampered)?;
-        let json = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| LinkError::Malformed("the claims are not base64url"))?;
-        let wire: Wire = serde_json::from_slice(&json)
-            .map_err(|_| LinkError::Malformed("the claims are not valid"))?;
+        let signature =
+            URL_SAFE_NO_PAD.decode(signature).map_err(|_| LinkError::Malformed("the signature is not base64url"))?;
+        self.tag(payload).verify_slice(&signature).map_err(|_| LinkError::Tampered)?;
+        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| LinkError::Malformed("the claims are not base64url"))?;
+        let wire: Wire = serde_json::from_slice(&json).map_err(|_| LinkError::Malformed("the claims are not valid"))?;
         if wire.v != VERSION {
             return Err(LinkError::Malformed("unknown version"));
         }
@@ -201,9 +183,7 @@ impl LinkSigner {
         hex::decode_to_slice(&wire.nonce, &mut nonce)
             .map_err(|_| LinkError::Malformed("the nonce is not 16 hex bytes"))?;
         if now >= wire.expires {
-            return Err(LinkError::Expired {
-                expired: wire.expires,
-            });
+            return Err(LinkError::Expired { expired: wire.expires });
         }
         Ok(LinkClaims {
             snapshot: wire.snapshot,
@@ -243,11 +223,6 @@ mod tests {
             nonce: [0xfb; 16],
         };
         let token = LinkSigner::new(&[7; 32]).sign(&claims);
-        assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
-            "{token}"
-        );
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{token}");
     }
 }

@@ -71,12 +71,7 @@ impl Schedule {
     pub fn new(expression: &str, time_zone: &str) -> Result<Schedule, ServiceError> {
         let cron = parse_cron(expression)?;
         let zone = time_zone_named(time_zone)?;
-        let schedule = Schedule {
-            expression: expression.to_string(),
-            zone_name: time_zone.to_string(),
-            zone,
-            cron,
-        };
+        let schedule = Schedule { expression: expression.to_string(), zone_name: time_zone.to_string(), zone, cron };
         // An expression such as "0 0 30 2 *" parses but names no real day.
         let reference = Timestamp::from_second(REFERENCE_SECOND).unwrap_or(Timestamp::UNIX_EPOCH);
         if schedule.next_after(reference).is_none() {
@@ -116,11 +111,7 @@ impl Schedule {
     }
 
     /// The runs `r` with `after < r <= until`, in order.
-    pub fn runs_between(
-        &self,
-        after: Timestamp,
-        until: Timestamp,
-    ) -> impl Iterator<Item = Timestamp> + '_ {
+    pub fn runs_between(&self, after: Timestamp, until: Timestamp) -> impl Iterator<Item = Timestamp> + '_ {
         let mut cursor = Some(after);
         std::iter::from_fn(move || {
             let next = self.next_after(cursor?).filter(|t| *t <= until);
@@ -136,12 +127,7 @@ impl Schedule {
     /// only while its window is open (`window` `None` means no window: it may start however
     /// late). Every other one is missed, and so is the latest when its window has closed; the
     /// daemon alerts for the misses and waits for the next regular run.
-    pub fn missed_runs(
-        &self,
-        last_run: Timestamp,
-        now: Timestamp,
-        window: Option<SignedDuration>,
-    ) -> CatchUp {
+    pub fn missed_runs(&self, last_run: Timestamp, now: Timestamp, window: Option<SignedDuration>) -> CatchUp {
         let mut recent = std::collections::VecDeque::new();
         let mut count = 0usize;
         for run in self.runs_between(last_run, now) {
@@ -163,11 +149,7 @@ impl Schedule {
         while recent.len() > MAX_REPORTED_MISSES {
             recent.pop_front();
         }
-        CatchUp {
-            run,
-            missed: recent.into(),
-            missed_count: count,
-        }
+        CatchUp { run, missed: recent.into(), missed_count: count }
     }
 
     /// The shortest time between two consecutive runs within a year from `from`, with the
@@ -176,9 +158,7 @@ impl Schedule {
     /// The config check evaluates this in UTC, so that the period of `"0 1 * * *"` is 24 hours
     /// whatever the zone's DST rules.
     pub fn shortest_interval(&self, from: Timestamp) -> Option<(SignedDuration, Timestamp)> {
-        let until = from
-            .checked_add(SignedDuration::from_hours(366 * 24))
-            .ok()?;
+        let until = from.checked_add(SignedDuration::from_hours(366 * 24)).ok()?;
         let mut best: Option<(SignedDuration, Timestamp)> = None;
         let mut previous: Option<Timestamp> = None;
         for run in self.runs_between(from, until).take(10_000) {
@@ -252,18 +232,12 @@ pub fn window_verdict(scheduled: Timestamp, window: SignedDuration, now: Timesta
     } else if now < window_end {
         Verdict::StartNow
     } else {
-        Verdict::Missed {
-            scheduled,
-            window_end,
-        }
+        Verdict::Missed { scheduled, window_end }
     }
 }
 
 fn parse_cron(expression: &str) -> Result<Cron, ServiceError> {
-    let invalid = |reason: String| ServiceError::InvalidCron {
-        expression: expression.to_string(),
-        reason,
-    };
+    let invalid = |reason: String| ServiceError::InvalidCron { expression: expression.to_string(), reason };
     let fields: Vec<&str> = expression.split_whitespace().collect();
     let nickname = fields.len() == 1 && fields[0].starts_with('@');
     if fields.len() > 5 {
@@ -275,10 +249,7 @@ fn parse_cron(expression: &str) -> Result<Cron, ServiceError> {
     if !fields.is_empty() && fields.len() < 5 && !nickname {
         return Err(invalid(format!("it has {} fields", fields.len())));
     }
-    let parser = CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build();
+    let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
     parser.parse(expression).map_err(|e| {
         // Name the field at fault: parse each one alone, the others being '*'.
         let culprit = (fields.len() == 5).then(|| {
@@ -289,11 +260,9 @@ fn parse_cron(expression: &str) -> Result<Cron, ServiceError> {
             })
         });
         match culprit.flatten() {
-            Some((i, (name, allowed))) => invalid(format!(
-                "the {name} field {:?}: {} (allowed: {allowed})",
-                fields[i],
-                cron_reason(&e)
-            )),
+            Some((i, (name, allowed))) => {
+                invalid(format!("the {name} field {:?}: {} (allowed: {allowed})", fields[i], cron_reason(&e)))
+            }
             None => invalid(cron_reason(&e)),
         }
     })
@@ -331,10 +300,7 @@ pub(crate) fn time_zone_named(name: &str) -> Result<TimeZone, ServiceError> {
         return Ok(TimeZone::UTC);
     }
     TimeZone::get(name).map_err(|_| {
-        let names: Vec<String> = jiff::tz::db()
-            .available()
-            .map(|n| n.as_str().to_string())
-            .collect();
+        let names: Vec<String> = jiff::tz::db().available().map(|n| n.as_str().to_string()).collect();
         ServiceError::UnknownTimeZone {
             name: name.to_string(),
             suggestion: crate::nearest(name, names.iter().map(String::as_str)).map(str::to_string),
@@ -383,31 +349,17 @@ impl CronDateTime for Wall {
     }
 
     fn civil_weekday(&self) -> croner::Weekday {
-        croner::Weekday::from_days_from_sunday(
-            self.0
-                .weekday()
-                .to_sunday_zero_offset()
-                .unsigned_abs()
-                .into(),
-        )
+        croner::Weekday::from_days_from_sunday(self.0.weekday().to_sunday_zero_offset().unsigned_abs().into())
     }
 
     fn resolve_civil(&self, civil: CivilDateTime) -> Result<Resolution<Self>, CronError> {
-        let ambiguous = self
-            .0
-            .time_zone()
-            .to_ambiguous_zoned_datetime(to_jiff(civil)?);
+        let ambiguous = self.0.time_zone().to_ambiguous_zoned_datetime(to_jiff(civil)?);
         Ok(match ambiguous.offset() {
-            AmbiguousOffset::Unambiguous { .. } => Resolution::Single(Wall(
-                ambiguous
-                    .unambiguous()
-                    .map_err(|_| CronError::InvalidTime)?,
-            )),
+            AmbiguousOffset::Unambiguous { .. } => {
+                Resolution::Single(Wall(ambiguous.unambiguous().map_err(|_| CronError::InvalidTime)?))
+            }
             AmbiguousOffset::Fold { .. } => {
-                let earlier = ambiguous
-                    .clone()
-                    .earlier()
-                    .map_err(|_| CronError::InvalidTime)?;
+                let earlier = ambiguous.clone().earlier().map_err(|_| CronError::InvalidTime)?;
                 let later = ambiguous.later().map_err(|_| CronError::InvalidTime)?;
                 Resolution::Ambiguous(Wall(earlier), Wall(later))
             }
@@ -416,10 +368,7 @@ impl CronDateTime for Wall {
     }
 
     fn checked_add_seconds(&self, seconds: i64) -> Option<Self> {
-        self.0
-            .checked_add(SignedDuration::from_secs(seconds))
-            .ok()
-            .map(Wall)
+        self.0.checked_add(SignedDuration::from_secs(seconds)).ok().map(Wall)
     }
 
     fn cmp_instant(&self, other: &Self) -> Ordering {
@@ -444,26 +393,14 @@ mod tests {
     #[test]
     fn latest_at_or_before_includes_an_exact_hit() {
         let s = Schedule::new("0 1 * * *", "UTC").unwrap();
-        assert_eq!(
-            s.latest_at_or_before(ts("2026-01-10T01:00:00Z")),
-            Some(ts("2026-01-10T01:00:00Z"))
-        );
-        assert_eq!(
-            s.latest_at_or_before(ts("2026-01-10T00:59:59Z")),
-            Some(ts("2026-01-09T01:00:00Z"))
-        );
+        assert_eq!(s.latest_at_or_before(ts("2026-01-10T01:00:00Z")), Some(ts("2026-01-10T01:00:00Z")));
+        assert_eq!(s.latest_at_or_before(ts("2026-01-10T00:59:59Z")), Some(ts("2026-01-09T01:00:00Z")));
     }
 
     #[test]
     fn sub_second_now_is_handled_on_both_sides() {
         let s = Schedule::new("0 1 * * *", "UTC").unwrap();
-        assert_eq!(
-            s.next_after(ts("2026-01-10T00:59:59.5Z")),
-            Some(ts("2026-01-10T01:00:00Z"))
-        );
-        assert_eq!(
-            s.next_after(ts("2026-01-10T01:00:00.5Z")),
-            Some(ts("2026-01-11T01:00:00Z"))
-        );
+        assert_eq!(s.next_after(ts("2026-01-10T00:59:59.5Z")), Some(ts("2026-01-10T01:00:00Z")));
+        assert_eq!(s.next_after(ts("2026-01-10T01:00:00.5Z")), Some(ts("2026-01-11T01:00:00Z")));
     }
 }

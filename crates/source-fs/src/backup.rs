@@ -44,16 +44,8 @@ fn build_top(paths: &[PathBuf]) -> Top {
     sorted.sort();
     let mut top = Top::Inter(BTreeMap::new());
     for path in &sorted {
-        let comps: Vec<&OsStr> = path
-            .components()
-            .filter_map(|c| {
-                if let Component::Normal(n) = c {
-                    Some(n)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let comps: Vec<&OsStr> =
+            path.components().filter_map(|c| if let Component::Normal(n) = c { Some(n) } else { None }).collect();
         if comps.is_empty() {
             return Top::Walk(path.clone());
         }
@@ -71,9 +63,7 @@ fn insert_top(top: &mut Top, comps: &[&OsStr], path: &Path) {
             map.insert(last.to_os_string(), Top::Walk(path.to_path_buf()));
         }
         [first, rest @ ..] => {
-            let child = map
-                .entry(first.to_os_string())
-                .or_insert_with(|| Top::Inter(BTreeMap::new()));
+            let child = map.entry(first.to_os_string()).or_insert_with(|| Top::Inter(BTreeMap::new()));
             insert_top(child, rest, path);
         }
     }
@@ -92,10 +82,7 @@ pub(super) struct Job {
 
 /// What became of one file.
 pub(super) enum ReadOutcome {
-    Saved {
-        saved: SavedContent,
-        warning: Option<String>,
-    },
+    Saved { saved: SavedContent, warning: Option<String> },
     Failed(String),
     Aborted,
 }
@@ -124,11 +111,7 @@ pub(super) fn reader_loop(
 }
 
 /// Read one file into the repository. A source problem is `Ok(Failed)`; `Err` is fatal.
-fn read_file(
-    archiver: &Archiver,
-    opener: &dyn Opener,
-    job: &Job,
-) -> Result<ReadOutcome, RepoError> {
+fn read_file(archiver: &Archiver, opener: &dyn Opener, job: &Job) -> Result<ReadOutcome, RepoError> {
     let mut file = match opener.open(&job.path) {
         Ok(f) => f,
         Err(e) => return Ok(ReadOutcome::Failed(format!("unreadable: {e}"))),
@@ -136,9 +119,7 @@ fn read_file(
     let mut warning = None;
     match file.metadata() {
         Ok(md) if !md.is_file() => {
-            return Ok(ReadOutcome::Failed(
-                "unreadable: no longer a regular file".into(),
-            ));
+            return Ok(ReadOutcome::Failed("unreadable: no longer a regular file".into()));
         }
         Ok(md) if md.ino() != job.inode || md.dev() != job.device => {
             warning = Some("replaced while being backed up".to_string());
@@ -193,11 +174,7 @@ fn find_parent(
         paths: paths.to_vec(),
         source: opts.source.clone(),
     };
-    Ok(repo
-        .snapshots()?
-        .into_iter()
-        .rev()
-        .find(|(_, s)| s.kind == KIND && filter.matches(s)))
+    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| s.kind == KIND && filter.matches(s)))
 }
 
 /// [`crate::backup`] with a custom [`Opener`] (fault injection in tests).
@@ -209,32 +186,20 @@ pub fn backup_with_opener(
 ) -> Result<BackupOutcome, FsError> {
     let start = Timestamp::now();
     if opts.paths.is_empty() {
-        return Err(FsError::Path {
-            path: PathBuf::new(),
-            message: "nothing to back up: no paths given".into(),
-        });
+        return Err(FsError::Path { path: PathBuf::new(), message: "nothing to back up: no paths given".into() });
     }
     let mut paths: Vec<PathBuf> = Vec::new();
     for p in &opts.paths {
         let abs = walk::absolute(p)?;
-        std::fs::symlink_metadata(&abs).map_err(|e| FsError::Path {
-            path: abs.clone(),
-            message: format!("cannot back up: {e}"),
-        })?;
+        std::fs::symlink_metadata(&abs)
+            .map_err(|e| FsError::Path { path: abs.clone(), message: format!("cannot back up: {e}") })?;
         if !paths.contains(&abs) {
             paths.push(abs);
         }
     }
     let excludes = Patterns::new(&opts.excludes)?;
-    let host = if opts.host.is_empty() {
-        this_host()
-    } else {
-        opts.host.clone()
-    };
-    let path_strings: Vec<String> = paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let host = if opts.host.is_empty() { this_host() } else { opts.host.clone() };
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     let parent = find_parent(repo, opts, &host, &path_strings)?;
     let archiver = repo.archiver("backup", progress.clone())?;
     progress.set_total(0, 0);
@@ -298,11 +263,7 @@ pub fn backup_with_opener(
         extra: BTreeMap::new(),
     };
     let (id, snapshot) = archiver.commit(snapshot)?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
-        warnings,
-    })
+    Ok(BackupOutcome { id, snapshot, warnings })
 }
 
 #[cfg(test)]
@@ -314,11 +275,7 @@ mod tests {
             Top::Walk(p) => vec![format!("walk {}", p.display())],
             Top::Inter(m) => m
                 .iter()
-                .flat_map(|(k, v)| {
-                    names(v)
-                        .into_iter()
-                        .map(move |s| format!("{}/{s}", k.to_string_lossy()))
-                })
+                .flat_map(|(k, v)| names(v).into_iter().map(move |s| format!("{}/{s}", k.to_string_lossy())))
                 .collect(),
         }
     }
@@ -326,20 +283,8 @@ mod tests {
     #[test]
     fn paths_merge_below_the_root_and_ancestors_win() {
         let p = |s: &str| PathBuf::from(s);
-        let top = build_top(&[
-            p("/srv/data/x"),
-            p("/srv/logs"),
-            p("/srv/data"),
-            p("/etc/hosts"),
-        ]);
-        assert_eq!(
-            names(&top),
-            [
-                "etc/hosts/walk /etc/hosts",
-                "srv/data/walk /srv/data",
-                "srv/logs/walk /srv/logs"
-            ]
-        );
+        let top = build_top(&[p("/srv/data/x"), p("/srv/logs"), p("/srv/data"), p("/etc/hosts")]);
+        assert_eq!(names(&top), ["etc/hosts/walk /etc/hosts", "srv/data/walk /srv/data", "srv/logs/walk /srv/logs"]);
         assert!(matches!(build_top(&[p("/a"), p("/")]), Top::Walk(ref r) if r == Path::new("/")));
     }
 }

@@ -115,11 +115,7 @@ pub struct BackupOutcome {
 ///
 /// Files that cannot be read are left out and reported in [`BackupOutcome::warnings`] (and counted
 /// in the summary's `errors`); repository errors stop the backup and commit nothing.
-pub fn backup(
-    repo: &Repository,
-    opts: &BackupOptions,
-    progress: Arc<dyn Progress>,
-) -> Result<BackupOutcome, FsError> {
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupOutcome, FsError> {
     backup_with_opener(repo, opts, progress, &SystemOpener)
 }
 
@@ -174,10 +170,7 @@ pub(crate) struct Fatal {
 
 impl Fatal {
     pub(crate) fn set(&self, e: RepoError) {
-        self.error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(e);
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
         self.stop();
     }
     /// Stop the workers without an error of their own (the caller already has one).
@@ -188,10 +181,6 @@ impl Fatal {
         self.stop.load(Ordering::SeqCst)
     }
     pub(crate) fn take(&self) -> RepoError {
-        self.error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or(RepoError::Interrupted)
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(RepoError::Interrupted)
     }
 }

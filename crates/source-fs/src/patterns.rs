@@ -44,10 +44,7 @@ impl Default for Builders {
 }
 
 fn pattern_error(pattern: &str, message: impl ToString) -> FsError {
-    FsError::Pattern {
-        pattern: pattern.to_string(),
-        message: message.to_string(),
-    }
+    FsError::Pattern { pattern: pattern.to_string(), message: message.to_string() }
 }
 
 impl Patterns {
@@ -84,10 +81,7 @@ impl Patterns {
             set.add(glob);
             count += 1;
         }
-        let build = |set: GlobSetBuilder| {
-            set.build()
-                .map_err(|e| pattern_error(&patterns.join(" "), e))
-        };
+        let build = |set: GlobSetBuilder| set.build().map_err(|e| pattern_error(&patterns.join(" "), e));
         Ok(Patterns {
             full_any: build(b.full_any)?,
             base_any: build(b.base_any)?,

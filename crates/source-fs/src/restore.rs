@@ -69,20 +69,11 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     /// Items below the tree `id` in depth-first pre-order; `inherited` when an ancestor matched.
-    fn plan_dir(
-        &mut self,
-        id: &Id,
-        snap: &str,
-        rel: &Path,
-        inherited: bool,
-    ) -> Result<Vec<Item>, FsError> {
+    fn plan_dir(&mut self, id: &Id, snap: &str, rel: &Path, inherited: bool) -> Result<Vec<Item>, FsError> {
         let tree = match self.repo.load_tree(id) {
             Ok(t) => t,
             Err(e) if is_data_error(&e) => {
-                self.errors.push(FileWarning {
-                    path: snap.into(),
-                    message: format!("cannot load directory: {e}"),
-                });
+                self.errors.push(FileWarning { path: snap.into(), message: format!("cannot load directory: {e}") });
                 return Ok(Vec::new());
             }
             Err(e) => return Err(e.into()),
@@ -94,19 +85,13 @@ impl Planner<'_> {
             let name = match safe_name(&node) {
                 Ok(n) => n.to_os_string(),
                 Err(message) => {
-                    self.errors.push(FileWarning {
-                        path: child_snap.into(),
-                        message,
-                    });
+                    self.errors.push(FileWarning { path: child_snap.into(), message });
                     continue;
                 }
             };
             if !seen.insert(name.clone()) {
                 let message = "refused: name appears twice in its directory".to_string();
-                self.errors.push(FileWarning {
-                    path: child_snap.into(),
-                    message,
-                });
+                self.errors.push(FileWarning { path: child_snap.into(), message });
                 continue;
             }
             let child_rel = rel.join(&name);
@@ -119,20 +104,12 @@ impl Planner<'_> {
                         None => Vec::new(),
                     };
                     if matched || !below.is_empty() {
-                        out.push(Item {
-                            rel: child_rel,
-                            snap: child_snap,
-                            node,
-                        });
+                        out.push(Item { rel: child_rel, snap: child_snap, node });
                         out.extend(below);
                     }
                 }
                 NodeType::File | NodeType::Symlink if matched => {
-                    out.push(Item {
-                        rel: child_rel,
-                        snap: child_snap,
-                        node,
-                    });
+                    out.push(Item { rel: child_rel, snap: child_snap, node });
                 }
                 _ => {}
             }
@@ -152,10 +129,7 @@ struct Tally {
 
 impl Tally {
     fn error(&mut self, snap: &str, message: String) {
-        self.errors.push(FileWarning {
-            path: snap.into(),
-            message,
-        });
+        self.errors.push(FileWarning { path: snap.into(), message });
     }
 }
 
@@ -167,10 +141,7 @@ fn check_parents(target: &Path, rel: &Path) -> Result<(), String> {
         match std::fs::symlink_metadata(&cur) {
             Ok(md) if md.is_dir() => {}
             _ => {
-                return Err(format!(
-                    "refused: {} is not a real directory",
-                    cur.display()
-                ));
+                return Err(format!("refused: {} is not a real directory", cur.display()));
             }
         }
     }
@@ -183,10 +154,7 @@ fn temp_path(abs: &Path) -> PathBuf {
 }
 
 fn file_time(ns: i64) -> FileTime {
-    FileTime::from_unix_time(
-        ns.div_euclid(1_000_000_000),
-        ns.rem_euclid(1_000_000_000) as u32,
-    )
+    FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
 }
 
 /// Ownership can only be restored by root: EPERM (and EINVAL for unmapped ids) are expected.
@@ -239,8 +207,7 @@ impl Exec<'_> {
     fn symlink(&self, item: &Item, tally: &mut Tally) -> Result<(), String> {
         check_parents(self.target, &item.rel)?;
         let abs = self.target.join(&item.rel);
-        let link =
-            OsString::from_vec(link_target_bytes(&item.node).ok_or("symlink without a target")?);
+        let link = OsString::from_vec(link_target_bytes(&item.node).ok_or("symlink without a target")?);
         match std::fs::symlink_metadata(&abs) {
             Ok(_) if !self.overwrite => {
                 tally.skipped += 1;
@@ -249,30 +216,25 @@ impl Exec<'_> {
             Ok(md) if md.is_dir() => return Err("refused: a directory exists at this path".into()),
             Ok(_) => {
                 let tmp = temp_path(&abs);
-                std::os::unix::fs::symlink(&link, &tmp)
-                    .map_err(|e| format!("cannot create symlink: {e}"))?;
+                std::os::unix::fs::symlink(&link, &tmp).map_err(|e| format!("cannot create symlink: {e}"))?;
                 if let Err(e) = std::fs::rename(&tmp, &abs) {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(format!("cannot replace: {e}"));
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match std::os::unix::fs::symlink(&link, &abs) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        tally.skipped += 1;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(format!("cannot create symlink: {e}")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::os::unix::fs::symlink(&link, &abs) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    tally.skipped += 1;
+                    return Ok(());
                 }
-            }
+                Err(e) => return Err(format!("cannot create symlink: {e}")),
+            },
             Err(e) => return Err(format!("cannot inspect: {e}")),
         }
         let n = &item.node;
         owner_result(std::os::unix::fs::lchown(&abs, Some(n.uid), Some(n.gid)))
-            .and_then(|()| {
-                filetime::set_symlink_file_times(&abs, file_time(n.mtime_ns), file_time(n.mtime_ns))
-            })
+            .and_then(|()| filetime::set_symlink_file_times(&abs, file_time(n.mtime_ns), file_time(n.mtime_ns)))
             .map_err(|e| format!("restored, but cannot set metadata: {e}"))?;
         tally.files += 1;
         Ok(())
@@ -282,14 +244,9 @@ impl Exec<'_> {
         let mut written = 0u64;
         for id in &node.content {
             let data = self.repo.read_blob(BlobType::Data, id).map_err(|e| {
-                if is_data_error(&e) {
-                    WriteError::File(format!("damaged data: {e}"))
-                } else {
-                    WriteError::Fatal(e)
-                }
+                if is_data_error(&e) { WriteError::File(format!("damaged data: {e}")) } else { WriteError::Fatal(e) }
             })?;
-            file.write_all(&data)
-                .map_err(|e| WriteError::File(format!("write error: {e}")))?;
+            file.write_all(&data).map_err(|e| WriteError::File(format!("write error: {e}")))?;
             written += data.len() as u64;
             self.progress.inc(data.len() as u64, 0);
         }
@@ -323,19 +280,12 @@ impl Exec<'_> {
                 return Ok(());
             }
             Some(md) if md.is_dir() => {
-                tally.error(
-                    &item.snap,
-                    "refused: a directory exists at this path".into(),
-                );
+                tally.error(&item.snap, "refused: a directory exists at this path".into());
                 return Ok(());
             }
             _ => {}
         }
-        let write_path = if existing.is_some() {
-            temp_path(&abs)
-        } else {
-            abs.clone()
-        };
+        let write_path = if existing.is_some() { temp_path(&abs) } else { abs.clone() };
         let opened = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -354,8 +304,7 @@ impl Exec<'_> {
             }
         };
         let result = self.write_content(&mut file, &item.node).and_then(|n| {
-            set_file_metadata(&file, &item.node)
-                .map_err(|e| WriteError::File(format!("cannot set metadata: {e}")))?;
+            set_file_metadata(&file, &item.node).map_err(|e| WriteError::File(format!("cannot set metadata: {e}")))?;
             Ok(n)
         });
         drop(file);
@@ -394,9 +343,7 @@ impl Exec<'_> {
         let n = &item.node;
         owner_result(std::os::unix::fs::lchown(&abs, Some(n.uid), Some(n.gid)))
             .and_then(|()| std::fs::set_permissions(&abs, Permissions::from_mode(n.mode & 0o7777)))
-            .and_then(|()| {
-                filetime::set_symlink_file_times(&abs, file_time(n.mtime_ns), file_time(n.mtime_ns))
-            })
+            .and_then(|()| filetime::set_symlink_file_times(&abs, file_time(n.mtime_ns), file_time(n.mtime_ns)))
             .map_err(|e| format!("restored, but cannot set metadata: {e}"))
     }
 
@@ -416,17 +363,9 @@ impl Exec<'_> {
 
 /// Owner first (chown clears set-id bits), then mode, then times.
 fn set_file_metadata(file: &File, node: &Node) -> io::Result<()> {
-    owner_result(std::os::unix::fs::fchown(
-        file,
-        Some(node.uid),
-        Some(node.gid),
-    ))?;
+    owner_result(std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)))?;
     file.set_permissions(Permissions::from_mode(node.mode & 0o7777))?;
-    filetime::set_file_handle_times(
-        file,
-        Some(file_time(node.mtime_ns)),
-        Some(file_time(node.mtime_ns)),
-    )
+    filetime::set_file_handle_times(file, Some(file_time(node.mtime_ns)), Some(file_time(node.mtime_ns)))
 }
 
 /// See [`crate::restore`].
@@ -437,41 +376,19 @@ pub fn restore(
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreOutcome, FsError> {
     let includes = Patterns::new(&opts.includes)?;
-    let target_error = |message: String| FsError::Path {
-        path: opts.target.clone(),
-        message,
-    };
-    std::fs::create_dir_all(&opts.target)
-        .map_err(|e| target_error(format!("cannot create restore target: {e}")))?;
-    if !std::fs::metadata(&opts.target)
-        .map_err(|e| target_error(e.to_string()))?
-        .is_dir()
-    {
+    let target_error = |message: String| FsError::Path { path: opts.target.clone(), message };
+    std::fs::create_dir_all(&opts.target).map_err(|e| target_error(format!("cannot create restore target: {e}")))?;
+    if !std::fs::metadata(&opts.target).map_err(|e| target_error(e.to_string()))?.is_dir() {
         return Err(target_error("restore target is not a directory".into()));
     }
     let _lock = repo.lock("restore", false)?;
-    let mut planner = Planner {
-        repo,
-        includes: &includes,
-        errors: Vec::new(),
-    };
+    let mut planner = Planner { repo, includes: &includes, errors: Vec::new() };
     let items = planner.plan_dir(&snapshot.tree, "/", Path::new(""), includes.is_empty())?;
-    let mut outcome = RestoreOutcome {
-        errors: planner.errors,
-        ..Default::default()
-    };
+    let mut outcome = RestoreOutcome { errors: planner.errors, ..Default::default() };
     let files = items.iter().filter(|i| i.node.node_type == NodeType::File);
-    progress.set_total(
-        files.clone().map(|i| i.node.size).sum(),
-        files.count() as u64,
-    );
+    progress.set_total(files.clone().map(|i| i.node.size).sum(), files.count() as u64);
 
-    let exec = Exec {
-        repo,
-        target: &opts.target,
-        overwrite: opts.overwrite,
-        progress: progress.as_ref(),
-    };
+    let exec = Exec { repo, target: &opts.target, overwrite: opts.overwrite, progress: progress.as_ref() };
     let fatal = Fatal::default();
     let mut main = Tally::default();
     let mut dirs_to_finish = Vec::new();
@@ -517,10 +434,7 @@ pub fn restore(
             }
         }
         drop(tx);
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect::<Vec<_>>()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect::<Vec<_>>()
     });
     if fatal.is_set() {
         return Err(fatal.take().into());

@@ -47,10 +47,7 @@ pub struct SystemOpener;
 
 impl Opener for SystemOpener {
     fn open(&self, path: &Path) -> io::Result<Box<dyn SourceFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
         Ok(Box::new(file))
     }
 }
@@ -65,15 +62,8 @@ pub struct Owners {
 impl Owners {
     /// Read this system's databases; missing or unreadable files give no names.
     pub fn load() -> Owners {
-        let read = |p: &str| {
-            std::fs::read(p)
-                .map(|b| parse_id_names(&String::from_utf8_lossy(&b)))
-                .unwrap_or_default()
-        };
-        Owners {
-            users: read("/etc/passwd"),
-            groups: read("/etc/group"),
-        }
+        let read = |p: &str| std::fs::read(p).map(|b| parse_id_names(&String::from_utf8_lossy(&b))).unwrap_or_default();
+        Owners { users: read("/etc/passwd"), groups: read("/etc/group") }
     }
 
     /// Name of `uid`, or empty.
@@ -95,10 +85,7 @@ pub fn parse_id_names(text: &str) -> HashMap<u32, String> {
         let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
-        if let (false, Ok(id)) = (
-            name.is_empty() || name.starts_with('#'),
-            id.trim().parse::<u32>(),
-        ) {
+        if let (false, Ok(id)) = (name.is_empty() || name.starts_with('#'), id.trim().parse::<u32>()) {
             out.entry(id).or_insert_with(|| name.to_string());
         }
     }
@@ -109,25 +96,18 @@ pub fn parse_id_names(text: &str) -> HashMap<u32, String> {
 pub fn name_fields(name: &OsStr) -> (String, Option<Vec<u8>>) {
     match name.to_str() {
         Some(s) => (s.to_string(), None),
-        None => (
-            name.to_string_lossy().into_owned(),
-            Some(name.as_bytes().to_vec()),
-        ),
+        None => (name.to_string_lossy().into_owned(), Some(name.as_bytes().to_vec())),
     }
 }
 
 /// Nanoseconds since the epoch (saturating).
 pub fn mtime_ns(md: &Metadata) -> i64 {
-    md.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(md.mtime_nsec())
+    md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec())
 }
 
 /// Inode change time in nanoseconds since the epoch (saturating).
 pub fn ctime_ns(md: &Metadata) -> i64 {
-    md.ctime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(md.ctime_nsec())
+    md.ctime().saturating_mul(1_000_000_000).saturating_add(md.ctime_nsec())
 }
 
 /// A node describing `md` (from `symlink_metadata`), without content, subtree or link target.
@@ -172,11 +152,7 @@ pub fn node_from_metadata(name: &OsStr, md: &Metadata, owners: &Owners) -> Node 
         ctime_ns: ctime_ns(md),
         inode: md.ino(),
         device: md.dev(),
-        size: if node_type == NodeType::File {
-            md.len()
-        } else {
-            0
-        },
+        size: if node_type == NodeType::File { md.len() } else { 0 },
         content: Vec::new(),
         subtree: None,
         link_target: None,
@@ -190,8 +166,7 @@ pub fn read_link_into(node: &mut Node, path: &Path) -> io::Result<()> {
     let raw = target.as_os_str();
     node.link_target = Some(raw.to_string_lossy().into_owned());
     if raw.to_str().is_none() {
-        node.attrs
-            .insert(LINK_TARGET_HEX.to_string(), to_hex(raw.as_bytes()));
+        node.attrs.insert(LINK_TARGET_HEX.to_string(), to_hex(raw.as_bytes()));
     }
     Ok(())
 }
@@ -212,10 +187,7 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
 /// One directory entry: its name and `lstat` result.
@@ -240,19 +212,14 @@ pub fn list_dir(path: &Path) -> io::Result<(Vec<Listed>, Vec<io::Error>)> {
 /// Make `path` absolute (against the current directory) and lexically clean: no `.`, `..` or
 /// repeated separators. Cleaning follows restic: `/a/b/../c` is `/a/c` whatever `b` is.
 pub fn absolute(path: &Path) -> Result<PathBuf, FsError> {
-    let fail = |message: String| FsError::Path {
-        path: path.to_path_buf(),
-        message,
-    };
+    let fail = |message: String| FsError::Path { path: path.to_path_buf(), message };
     if path.as_os_str().is_empty() {
         return Err(fail("empty path".into()));
     }
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map_err(|e| fail(format!("cannot read the current directory: {e}")))?
-            .join(path)
+        std::env::current_dir().map_err(|e| fail(format!("cannot read the current directory: {e}")))?.join(path)
     };
     let mut out = PathBuf::from("/");
     for c in joined.components() {
@@ -273,9 +240,8 @@ mod tests {
 
     #[test]
     fn passwd_lines_map_ids_to_names() {
-        let m = parse_id_names(
-            "root:x:0:0:root:/root:/bin/bash\n# comment\nbad line\nbin:x:1:1::/:\nalias:x:0:0::/:\n",
-        );
+        let m =
+            parse_id_names("root:x:0:0:root:/root:/bin/bash\n# comment\nbad line\nbin:x:1:1::/:\nalias:x:0:0::/:\n");
         assert_eq!(m.get(&0).map(String::as_str), Some("root"));
         assert_eq!(m.get(&1).map(String::as_str), Some("bin"));
         assert_eq!(m.len(), 2);
@@ -287,23 +253,14 @@ mod tests {
         let (name, bytes) = name_fields(raw);
         assert_eq!(name, "a\u{fffd}b");
         assert_eq!(bytes.as_deref(), Some(&b"a\xffb"[..]));
-        assert_eq!(
-            name_fields(OsStr::new("plain")),
-            ("plain".to_string(), None)
-        );
-        assert_eq!(
-            from_hex(&to_hex(b"\x00\xff/x")).as_deref(),
-            Some(&b"\x00\xff/x"[..])
-        );
+        assert_eq!(name_fields(OsStr::new("plain")), ("plain".to_string(), None));
+        assert_eq!(from_hex(&to_hex(b"\x00\xff/x")).as_deref(), Some(&b"\x00\xff/x"[..]));
         assert_eq!(from_hex("abc"), None);
     }
 
     #[test]
     fn absolute_paths_are_cleaned() {
-        assert_eq!(
-            absolute(Path::new("/a/./b//c/../d")).unwrap(),
-            PathBuf::from("/a/b/d")
-        );
+        assert_eq!(absolute(Path::new("/a/./b//c/../d")).unwrap(), PathBuf::from("/a/b/d"));
         assert_eq!(absolute(Path::new("/..")).unwrap(), PathBuf::from("/"));
         let rel = absolute(Path::new("x")).unwrap();
         assert!(rel.is_absolute() && rel.ends_with("x"));

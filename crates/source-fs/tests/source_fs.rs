@@ -40,57 +40,33 @@ fn backup_and_restore_round_trip_keeps_content_and_metadata() {
     t.set_mtime("nested/deeper", 1_200_000_000, 5);
     std::os::unix::fs::symlink(OsStr::from_bytes(b"tar\xffget"), t.path("odd-link")).unwrap();
     let fifo = t.path("fifo");
-    let have_fifo = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success());
+    let have_fifo = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
 
     let out = backup(&repo, &[&t.src()]);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let snap = &out.snapshot;
     let s = snap.summary.clone().unwrap();
-    assert_eq!(
-        (s.files_new, s.files_changed, s.files_unmodified, s.errors),
-        (7, 0, 0, 0),
-        "{s:?}"
-    );
+    assert_eq!((s.files_new, s.files_changed, s.files_unmodified, s.errors), (7, 0, 0, 0), "{s:?}");
     assert_eq!(s.total_files, 7);
     assert_eq!(s.total_bytes, 5 + (3 << 20) + 4 + 1 + 1 + 8 + 3);
-    assert!(
-        s.blobs_added >= 8 && s.backup_start.is_some() && s.backup_end.is_some(),
-        "{s:?}"
-    );
-    assert_eq!(
-        (snap.kind.as_str(), snap.hostname.as_str(), snap.parent),
-        ("directory", HOST, None)
-    );
+    assert!(s.blobs_added >= 8 && s.backup_start.is_some() && s.backup_end.is_some(), "{s:?}");
+    assert_eq!((snap.kind.as_str(), snap.hostname.as_str(), snap.parent), ("directory", HOST, None));
     assert_eq!(snap.paths, [t.src().to_string_lossy().to_string()]);
 
     let secret = node_at(&repo, snap, &t.path("secret")).unwrap();
-    assert_eq!(
-        (secret.node_type, secret.mode, secret.size),
-        (NodeType::File, 0o750, 1)
-    );
+    assert_eq!((secret.node_type, secret.mode, secret.size), (NodeType::File, 0o750, 1));
     let old = node_at(&repo, snap, &t.path("old")).unwrap();
     assert_eq!(old.mtime_ns, 1_000_000_000_123_456_789);
     let link = node_at(&repo, snap, &t.path("link")).unwrap();
-    assert_eq!(
-        (link.node_type, link.link_target.as_deref()),
-        (NodeType::Symlink, Some("a.txt"))
-    );
+    assert_eq!((link.node_type, link.link_target.as_deref()), (NodeType::Symlink, Some("a.txt")));
     if have_fifo {
         let node = node_at(&repo, snap, &fifo).unwrap();
-        assert_eq!(
-            (node.node_type, node.attrs.get("kind").map(String::as_str)),
-            (NodeType::Other, Some("fifo"))
-        );
+        assert_eq!((node.node_type, node.attrs.get("kind").map(String::as_str)), (NodeType::Other, Some("fifo")));
         // FIFOs are recorded but not recreated: leave it out of the comparison below.
         fs::remove_file(&fifo).unwrap();
         let ns = node_at(&repo, snap, &t.src()).unwrap().mtime_ns;
-        let mtime = filetime::FileTime::from_unix_time(
-            ns.div_euclid(1_000_000_000),
-            ns.rem_euclid(1_000_000_000) as u32,
-        );
+        let mtime =
+            filetime::FileTime::from_unix_time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
         filetime::set_file_mtime(t.src(), mtime).unwrap();
     }
     let weird = node_at(&repo, snap, &t.path("bad\u{fffd}name")).unwrap();
@@ -123,39 +99,19 @@ fn second_backup_reuses_unchanged_files_and_rereads_changed_ones() {
     t.write("sub/new", b"new");
     let second = backup(&repo, &[&t.src()]);
     let s = second.snapshot.summary.clone().unwrap();
-    assert_eq!(
-        (s.files_unmodified, s.files_changed, s.files_new),
-        (5, 1, 1),
-        "{s:?}"
-    );
+    assert_eq!((s.files_unmodified, s.files_changed, s.files_new), (5, 1, 1), "{s:?}");
     assert_eq!(second.snapshot.parent, Some(first.id));
     assert_eq!(s.total_files, 7);
     let b = node_at(&repo, &second.snapshot, &t.path("b")).unwrap();
-    assert_ne!(
-        b.content,
-        node_at(&repo, &first.snapshot, &t.path("b"))
-            .unwrap()
-            .content
-    );
+    assert_ne!(b.content, node_at(&repo, &first.snapshot, &t.path("b")).unwrap().content);
     let target = t.scratch("restore");
-    assert!(
-        restore_to(&repo, &second.snapshot, &target)
-            .errors
-            .is_empty()
-    );
+    assert!(restore_to(&repo, &second.snapshot, &target).errors.is_empty());
     assert_same_tree(&t.src(), &restored_path(&target, &t.src()));
 
-    let forced = BackupOptions {
-        force: true,
-        ..opts(&[&t.src()])
-    };
+    let forced = BackupOptions { force: true, ..opts(&[&t.src()]) };
     let third = tidemark_source_fs::backup(&reopen(&repo), &forced, Arc::new(NoProgress)).unwrap();
     let s = third.snapshot.summary.unwrap();
-    assert_eq!(
-        (s.files_unmodified, s.files_changed, s.files_new),
-        (0, 7, 0),
-        "{s:?}"
-    );
+    assert_eq!((s.files_unmodified, s.files_changed, s.files_new), (0, 7, 0), "{s:?}");
 }
 
 #[test]
@@ -181,15 +137,8 @@ fn excludes_match_basenames_full_paths_and_directories_only() {
     t.write("sub/cache/x", b"x");
     t.write("cache", b"a file named cache stays");
     t.write("anchored/y", b"y");
-    let excludes = vec![
-        "*.tmp".into(),
-        "cache/".into(),
-        format!("{}/anchored", t.src().display()),
-    ];
-    let o = BackupOptions {
-        excludes,
-        ..opts(&[&t.src()])
-    };
+    let excludes = vec!["*.tmp".into(), "cache/".into(), format!("{}/anchored", t.src().display())];
+    let o = BackupOptions { excludes, ..opts(&[&t.src()]) };
     let out = tidemark_source_fs::backup(&reopen(&repo), &o, Arc::new(NoProgress)).unwrap();
     let at = |rel: &str| node_at(&repo, &out.snapshot, &t.path(rel));
     assert!(at("keep.txt").is_some() && at("cache").is_some() && at("sub").is_some());
@@ -230,20 +179,14 @@ impl SourceFile for FailAfter {
 impl Opener for Faulty {
     fn open(&self, path: &Path) -> io::Result<Box<dyn SourceFile>> {
         if path == self.fail_open {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "permission denied (injected)",
-            ));
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "permission denied (injected)"));
         }
         let inner = SystemOpener.open(path)?;
         if path == self.fail_mid {
             return Ok(Box::new(FailAfter { inner, left: 10 }));
         }
         if path == self.grow {
-            fs::OpenOptions::new()
-                .append(true)
-                .open(path)?
-                .write_all(b" and more")?;
+            fs::OpenOptions::new().append(true).open(path)?.write_all(b" and more")?;
         }
         Ok(inner)
     }
@@ -260,34 +203,16 @@ fn unreadable_files_are_reported_and_left_out_and_the_backup_goes_on() {
         grow: t.write("log", b"growing"),
     };
     let progress = Arc::new(Recorder::default());
-    let out = tidemark_source_fs::backup_with_opener(
-        &reopen(&repo),
-        &opts(&[&t.src()]),
-        progress.clone(),
-        &faulty,
-    )
-    .unwrap();
+    let out =
+        tidemark_source_fs::backup_with_opener(&reopen(&repo), &opts(&[&t.src()]), progress.clone(), &faulty).unwrap();
     let s = out.snapshot.summary.clone().unwrap();
     assert_eq!((s.errors, s.files_new, s.total_files), (2, 2, 2), "{s:?}");
-    let mut got: Vec<(PathBuf, String)> = out
-        .warnings
-        .iter()
-        .map(|w| (w.path.clone(), w.message.clone()))
-        .collect();
+    let mut got: Vec<(PathBuf, String)> = out.warnings.iter().map(|w| (w.path.clone(), w.message.clone())).collect();
     got.sort();
     assert_eq!(got.len(), 3, "{got:?}");
-    assert!(
-        got[0].0 == t.path("locked") && got[0].1.starts_with("unreadable: permission denied"),
-        "{got:?}"
-    );
-    assert!(
-        got[1].0 == t.path("log") && got[1].1 == "changed while being read",
-        "{got:?}"
-    );
-    assert!(
-        got[2].0 == t.path("sub/broken") && got[2].1.contains("injected I/O error"),
-        "{got:?}"
-    );
+    assert!(got[0].0 == t.path("locked") && got[0].1.starts_with("unreadable: permission denied"), "{got:?}");
+    assert!(got[1].0 == t.path("log") && got[1].1 == "changed while being read", "{got:?}");
+    assert!(got[2].0 == t.path("sub/broken") && got[2].1.contains("injected I/O error"), "{got:?}");
     assert_eq!(progress.warnings.lock().unwrap().len(), 3);
     let at = |rel: &str| node_at(&repo, &out.snapshot, &t.path(rel));
     assert!(at("locked").is_none() && at("sub/broken").is_none());
@@ -296,46 +221,27 @@ fn unreadable_files_are_reported_and_left_out_and_the_backup_goes_on() {
 }
 
 fn blank(name: &str, node_type: NodeType) -> Node {
-    Node {
-        name: name.into(),
-        node_type,
-        mode: 0o644,
-        subtree: None,
-        ..root_node(&Default::default())
-    }
+    Node { name: name.into(), node_type, mode: 0o644, subtree: None, ..root_node(&Default::default()) }
 }
 
 fn file_node(a: &Archiver, name: &str, data: &[u8]) -> Node {
     let saved = a.save_reader(data).unwrap();
-    Node {
-        content: saved.content,
-        size: saved.size,
-        ..blank(name, NodeType::File)
-    }
+    Node { content: saved.content, size: saved.size, ..blank(name, NodeType::File) }
 }
 
 fn dir_node(a: &Archiver, name: &str, nodes: Vec<Node>) -> Node {
-    Node {
-        subtree: Some(a.save_tree(&sorted_tree(nodes)).unwrap()),
-        mode: 0o755,
-        ..blank(name, NodeType::Dir)
-    }
+    Node { subtree: Some(a.save_tree(&sorted_tree(nodes)).unwrap()), mode: 0o755, ..blank(name, NodeType::Dir) }
 }
 
 fn link_node(name: &str, target: &Path) -> Node {
-    Node {
-        link_target: Some(target.to_string_lossy().into()),
-        ..blank(name, NodeType::Symlink)
-    }
+    Node { link_target: Some(target.to_string_lossy().into()), ..blank(name, NodeType::Symlink) }
 }
 
 /// Commit a snapshot whose root tree holds `build`'s nodes, in the order given.
 fn crafted(repo: &Repository, build: impl FnOnce(&Archiver) -> Vec<Node>) -> Snapshot {
     let a = repo.archiver("test", Arc::new(NoProgress)).unwrap();
     let nodes = build(&a);
-    let tree = a
-        .save_tree(&tidemark_repo::format::objects::Tree { nodes })
-        .unwrap();
+    let tree = a.save_tree(&tidemark_repo::format::objects::Tree { nodes }).unwrap();
     let snapshot = Snapshot {
         time: jiff::Timestamp::now(),
         hostname: HOST.into(),
@@ -381,22 +287,10 @@ fn restore_refuses_names_and_symlinks_that_would_escape_the_target() {
     let target = t.scratch("restore");
     let o = restore_to(&repo, &snap, &target);
     assert_eq!(o.errors.len(), 7, "{:?}", o.errors);
-    assert!(
-        o.errors.iter().all(|e| e.message.starts_with("refused")),
-        "{:?}",
-        o.errors
-    );
-    assert!(
-        is_empty_dir(&outside),
-        "nothing may be written outside the target"
-    );
+    assert!(o.errors.iter().all(|e| e.message.starts_with("refused")), "{:?}", o.errors);
+    assert!(is_empty_dir(&outside), "nothing may be written outside the target");
     assert_eq!(fs::read(target.join("ok")).unwrap(), b"fine");
-    assert!(
-        fs::symlink_metadata(target.join("x"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(fs::symlink_metadata(target.join("x")).unwrap().file_type().is_symlink());
     assert_eq!(fs::read(target.join("y/passwd")).unwrap(), b"inside y");
     assert!(!t.dir.path().join("passwd").exists() && !t.dir.path().join("up").exists());
 }
@@ -408,24 +302,13 @@ fn restore_never_follows_symlinks_already_in_the_target() {
     let outside = t.scratch("outside");
     fs::write(outside.join("victim"), b"original").unwrap();
     let snap = crafted(&repo, |a| {
-        vec![
-            dir_node(a, "evil", vec![file_node(a, "f", b"payload")]),
-            file_node(a, "lnk", b"new content"),
-        ]
+        vec![dir_node(a, "evil", vec![file_node(a, "f", b"payload")]), file_node(a, "lnk", b"new content")]
     });
     for overwrite in [false, true] {
         let target = t.scratch(&format!("restore-{overwrite}"));
         std::os::unix::fs::symlink(&outside, target.join("evil")).unwrap();
         std::os::unix::fs::symlink(outside.join("victim"), target.join("lnk")).unwrap();
-        let o = restore(
-            &repo,
-            &snap,
-            &RestoreOptions {
-                target: target.clone(),
-                overwrite,
-                ..Default::default()
-            },
-        );
+        let o = restore(&repo, &snap, &RestoreOptions { target: target.clone(), overwrite, ..Default::default() });
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"original");
         assert!(!outside.join("f").exists());
         if overwrite {
@@ -435,12 +318,7 @@ fn restore_never_follows_symlinks_already_in_the_target() {
             assert!(fs::symlink_metadata(target.join("lnk")).unwrap().is_file());
         } else {
             assert_eq!((o.errors.len(), o.skipped), (1, 1), "{o:?}");
-            assert!(
-                fs::symlink_metadata(target.join("lnk"))
-                    .unwrap()
-                    .file_type()
-                    .is_symlink()
-            );
+            assert!(fs::symlink_metadata(target.join("lnk")).unwrap().file_type().is_symlink());
         }
     }
 }
@@ -459,26 +337,12 @@ fn existing_files_are_kept_unless_overwrite() {
     let o = restore_to(&repo, &snap, &target);
     assert_eq!((o.skipped, o.files, o.errors.len()), (1, 1, 0), "{o:?}");
     assert_eq!(fs::read(&f).unwrap(), b"local edits");
-    assert_eq!(
-        fs::read(restored_path(&target, &t.path("g"))).unwrap(),
-        b"other"
-    );
-    let o = restore(
-        &repo,
-        &snap,
-        &RestoreOptions {
-            target: target.clone(),
-            overwrite: true,
-            ..Default::default()
-        },
-    );
+    assert_eq!(fs::read(restored_path(&target, &t.path("g"))).unwrap(), b"other");
+    let o = restore(&repo, &snap, &RestoreOptions { target: target.clone(), overwrite: true, ..Default::default() });
     assert_eq!((o.skipped, o.files, o.errors.len()), (0, 2, 0), "{o:?}");
     assert_eq!(fs::read(&f).unwrap(), b"from the snapshot");
     assert_same_tree(&t.src(), &restored_path(&target, &t.src()));
-    let leftovers: Vec<_> = fs::read_dir(f.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let leftovers: Vec<_> = fs::read_dir(f.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
 }
 
@@ -486,47 +350,21 @@ fn existing_files_are_kept_unless_overwrite() {
 fn includes_restore_matches_with_their_parents_and_children() {
     let (_mem, repo) = new_repo();
     let t = Tree::new();
-    for name in [
-        "docs/a.txt",
-        "docs/b.md",
-        "code/c.txt",
-        "other/d.bin",
-        "keep/e",
-        "keep/sub/f",
-    ] {
+    for name in ["docs/a.txt", "docs/b.md", "code/c.txt", "other/d.bin", "keep/e", "keep/sub/f"] {
         t.write(name, name.as_bytes());
     }
     t.mkdir("keep/empty");
     let snap = backup(&repo, &[&t.src()]).snapshot;
     let target = t.scratch("restore");
     let includes = vec!["*.txt".into(), format!("{}/keep", t.src().display())];
-    let o = restore(
-        &repo,
-        &snap,
-        &RestoreOptions {
-            target: target.clone(),
-            includes,
-            ..Default::default()
-        },
-    );
+    let o = restore(&repo, &snap, &RestoreOptions { target: target.clone(), includes, ..Default::default() });
     assert!(o.errors.is_empty(), "{:?}", o.errors);
-    let got: Vec<PathBuf> = snapshot_fs(&restored_path(&target, &t.src()))
-        .into_keys()
-        .collect();
-    let want: Vec<PathBuf> = [
-        "code",
-        "code/c.txt",
-        "docs",
-        "docs/a.txt",
-        "keep",
-        "keep/e",
-        "keep/empty",
-        "keep/sub",
-        "keep/sub/f",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
+    let got: Vec<PathBuf> = snapshot_fs(&restored_path(&target, &t.src())).into_keys().collect();
+    let want: Vec<PathBuf> =
+        ["code", "code/c.txt", "docs", "docs/a.txt", "keep", "keep/e", "keep/empty", "keep/sub", "keep/sub/f"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
     assert_eq!(got, want);
     assert_eq!(o.files, 4);
 }
@@ -546,21 +384,11 @@ fn a_damaged_blob_fails_only_its_file() {
     let o = restore_to(&repo, &snap, &target);
     assert_eq!(o.errors.len(), 1, "{:?}", o.errors);
     assert_eq!(o.errors[0].path, t.path("b"));
-    assert!(
-        o.errors[0].message.starts_with("damaged data"),
-        "{:?}",
-        o.errors
-    );
+    assert!(o.errors[0].message.starts_with("damaged data"), "{:?}", o.errors);
     assert_eq!(o.files, 2);
-    assert!(
-        !restored_path(&target, &t.path("b")).exists(),
-        "the partial file is removed"
-    );
+    assert!(!restored_path(&target, &t.path("b")).exists(), "the partial file is removed");
     for name in ["a", "c"] {
-        assert_eq!(
-            fs::read(restored_path(&target, &t.path(name))).unwrap(),
-            fs::read(t.path(name)).unwrap()
-        );
+        assert_eq!(fs::read(restored_path(&target, &t.path(name))).unwrap(), fs::read(t.path(name)).unwrap());
     }
 }
 
@@ -572,16 +400,8 @@ fn several_paths_merge_into_one_root() {
     let two = t.write("two/y", b"2");
     let out = backup(&repo, &[&t.path("one"), &t.path("two"), &one]);
     assert_eq!(out.snapshot.paths.len(), 3);
-    assert!(
-        node_at(&repo, &out.snapshot, &one).is_some()
-            && node_at(&repo, &out.snapshot, &two).is_some()
-    );
-    assert!(
-        node_at(&repo, &out.snapshot, &t.path("one"))
-            .unwrap()
-            .node_type
-            == NodeType::Dir
-    );
+    assert!(node_at(&repo, &out.snapshot, &one).is_some() && node_at(&repo, &out.snapshot, &two).is_some());
+    assert!(node_at(&repo, &out.snapshot, &t.path("one")).unwrap().node_type == NodeType::Dir);
     // The same paths in another order find the first snapshot as parent.
     let again = backup(&repo, &[&one, &t.path("two"), &t.path("one")]);
     assert_eq!(again.snapshot.parent, Some(out.id));
@@ -596,10 +416,7 @@ fn timing_of_20k_small_files() {
     let t = Tree::new();
     for d in 0..20 {
         for f in 0..1000 {
-            t.write(
-                &format!("d{d:02}/f{f:04}"),
-                format!("file {d} {f}").as_bytes(),
-            );
+            t.write(&format!("d{d:02}/f{f:04}"), format!("file {d} {f}").as_bytes());
         }
     }
     let clock = Instant::now();

@@ -68,15 +68,10 @@ impl BaseBackupOptions {
     /// The `BASE_BACKUP (...)` command.
     pub fn command(&self) -> Result<String, PgError> {
         if self.label.len() > 1024 || self.label.contains('\0') {
-            return Err(PgError::config(
-                "backup label too long (at most 1024 bytes) or contains NUL",
-            ));
+            return Err(PgError::config("backup label too long (at most 1024 bytes) or contains NUL"));
         }
         let checksums = self.manifest_checksums.to_ascii_uppercase();
-        if !matches!(
-            checksums.as_str(),
-            "NONE" | "CRC32C" | "SHA224" | "SHA256" | "SHA384" | "SHA512"
-        ) {
+        if !matches!(checksums.as_str(), "NONE" | "CRC32C" | "SHA224" | "SHA256" | "SHA384" | "SHA512") {
             return Err(PgError::config(format!(
                 "invalid manifest checksum algorithm {:?} (NONE, CRC32C, SHA224, SHA256, SHA384, SHA512)",
                 self.manifest_checksums
@@ -84,14 +79,7 @@ impl BaseBackupOptions {
         }
         let mut options = vec![
             format!("LABEL '{}'", self.label.replace('\'', "''")),
-            format!(
-                "CHECKPOINT '{}'",
-                if self.fast_checkpoint {
-                    "fast"
-                } else {
-                    "spread"
-                }
-            ),
+            format!("CHECKPOINT '{}'", if self.fast_checkpoint { "fast" } else { "spread" }),
             format!("WAIT {}", self.wait_for_archive),
             format!("WAL {}", self.include_wal),
             format!("TABLESPACE_MAP {}", self.tablespace_map),
@@ -106,9 +94,7 @@ impl BaseBackupOptions {
         }
         if let Some(rate) = self.max_rate_kbps {
             if !(32..=1_048_576).contains(&rate) {
-                return Err(PgError::config(format!(
-                    "MAX_RATE {rate} kB/s out of range (32 to 1048576)"
-                )));
+                return Err(PgError::config(format!("MAX_RATE {rate} kB/s out of range (32 to 1048576)")));
             }
             options.push(format!("MAX_RATE {rate}"));
         }
@@ -284,9 +270,7 @@ impl CopyOut<'_> {
                 Backend::Message(Message::NoticeResponse(body)) => self.conn.notice(body.fields()),
                 Backend::Message(Message::ParameterStatus(_)) => {}
                 _ => {
-                    return Err(PgError::protocol(
-                        "unexpected message in the base backup stream",
-                    ));
+                    return Err(PgError::protocol("unexpected message in the base backup stream"));
                 }
             }
         }
@@ -295,9 +279,7 @@ impl CopyOut<'_> {
 
 fn parse_record(mut data: Bytes) -> Result<Record, PgError> {
     let Some(&kind) = data.first() else {
-        return Err(PgError::protocol(
-            "empty CopyData message in the base backup stream",
-        ));
+        return Err(PgError::protocol("empty CopyData message in the base backup stream"));
     };
     data.advance(1);
     match kind {
@@ -308,19 +290,14 @@ fn parse_record(mut data: Bytes) -> Result<Record, PgError> {
                     .next()
                     .and_then(|s| std::str::from_utf8(s).ok())
                     .map(str::to_owned)
-                    .ok_or_else(|| {
-                        PgError::protocol(format!("malformed new-archive message: {what}"))
-                    })
+                    .ok_or_else(|| PgError::protocol(format!("malformed new-archive message: {what}")))
             };
             let name = next("name")?;
             let tablespace_location = next("tablespace location")?;
             if name.is_empty() || name.contains('/') {
                 return Err(PgError::protocol(format!("invalid archive name {name:?}")));
             }
-            Ok(Record::NewArchive(ArchiveInfo {
-                name,
-                tablespace_location,
-            }))
+            Ok(Record::NewArchive(ArchiveInfo { name, tablespace_location }))
         }
         b'd' => Ok(Record::Data(data)),
         b'p' => {
@@ -330,10 +307,7 @@ fn parse_record(mut data: Bytes) -> Result<Record, PgError> {
             Ok(Record::Progress(data.get_u64()))
         }
         b'm' => Ok(Record::ManifestStart),
-        other => Err(PgError::protocol(format!(
-            "unknown base backup message type {:?}",
-            char::from(other)
-        ))),
+        other => Err(PgError::protocol(format!("unknown base backup message type {:?}", char::from(other)))),
     }
 }
 
@@ -418,18 +392,14 @@ fn run_backup(
             }
             Backend::Message(message) => {
                 if !collector.accept(conn, message)? {
-                    return Err(PgError::protocol(
-                        "unexpected message before the backup data",
-                    ));
+                    return Err(PgError::protocol("unexpected message before the backup data"));
                 }
             }
             Backend::CopyBoth => return Err(PgError::protocol("unexpected COPY BOTH")),
         }
     }
     let [start_set, tablespace_set, ..] = collector.sets.as_slice() else {
-        return Err(PgError::protocol(
-            "the server sent no start position or tablespace list before the backup data",
-        ));
+        return Err(PgError::protocol("the server sent no start position or tablespace list before the backup data"));
     };
     let start = BackupStart {
         lsn: start_set.parse(0, 0, "backup start LSN")?,
@@ -438,13 +408,7 @@ fn run_backup(
     };
     sink.start(&start)?;
 
-    let mut copy = CopyOut {
-        conn,
-        pending: None,
-        current: Bytes::new(),
-        progress: None,
-        bytes: 0,
-    };
+    let mut copy = CopyOut { conn, pending: None, current: Bytes::new(), progress: None, bytes: 0 };
     let mut archives = Vec::new();
     let mut manifest = None;
     loop {
@@ -493,9 +457,7 @@ fn run_backup(
             }
             Backend::Message(message) => {
                 if !collector.accept(conn, message)? {
-                    return Err(PgError::protocol(
-                        "unexpected message after the backup data",
-                    ));
+                    return Err(PgError::protocol("unexpected message after the backup data"));
                 }
             }
             Backend::CopyBoth => return Err(PgError::protocol("unexpected COPY BOTH")),
@@ -504,10 +466,8 @@ fn run_backup(
     if let Some(err) = error {
         return Err(err.with_context("finishing the base backup"));
     }
-    let end_set = collector
-        .sets
-        .first()
-        .ok_or_else(|| PgError::protocol("the server sent no end position for the backup"))?;
+    let end_set =
+        collector.sets.first().ok_or_else(|| PgError::protocol("the server sent no end position for the backup"))?;
     if options.manifest && manifest.is_none() {
         return Err(PgError::protocol("a manifest was requested but none came"));
     }
@@ -530,32 +490,19 @@ fn parse_tablespaces(set: &ResultSet) -> Result<Vec<Tablespace>, PgError> {
             Ok(Tablespace {
                 oid: set
                     .opt_text(row, 0, "tablespace OID")?
-                    .map(|t| {
-                        t.parse()
-                            .map_err(|_| PgError::protocol(format!("invalid tablespace OID {t:?}")))
-                    })
+                    .map(|t| t.parse().map_err(|_| PgError::protocol(format!("invalid tablespace OID {t:?}"))))
                     .transpose()?,
-                location: set
-                    .opt_text(row, 1, "tablespace location")?
-                    .map(str::to_owned),
+                location: set.opt_text(row, 1, "tablespace location")?.map(str::to_owned),
                 size_kb: set
                     .opt_text(row, 2, "tablespace size")?
-                    .map(|t| {
-                        t.parse().map_err(|_| {
-                            PgError::protocol(format!("invalid tablespace size {t:?}"))
-                        })
-                    })
+                    .map(|t| t.parse().map_err(|_| PgError::protocol(format!("invalid tablespace size {t:?}"))))
                     .transpose()?,
             })
         })
         .collect()
 }
 
-fn read_archive(
-    copy: &mut CopyOut<'_>,
-    archive: &ArchiveInfo,
-    sink: &mut dyn BaseBackupSink,
-) -> Result<(), PgError> {
+fn read_archive(copy: &mut CopyOut<'_>, archive: &ArchiveInfo, sink: &mut dyn BaseBackupSink) -> Result<(), PgError> {
     let context = format!("reading archive {}", archive.name);
     let mut tar = tar::Archive::new(ArchiveReader { copy });
     {
@@ -571,16 +518,12 @@ fn read_archive(
     let mut rest = tar.into_inner();
     let mut buf = [0u8; 8192];
     loop {
-        let n = rest
-            .read(&mut buf)
-            .map_err(|e| PgError::from_io(e, &context))?;
+        let n = rest.read(&mut buf).map_err(|e| PgError::from_io(e, &context))?;
         if n == 0 {
             break;
         }
         if buf[..n].iter().any(|b| *b != 0) {
-            return Err(PgError::protocol(format!(
-                "{context}: data after the end of the tar archive"
-            )));
+            return Err(PgError::protocol(format!("{context}: data after the end of the tar archive")));
         }
     }
     if let Some(done) = rest.copy.progress.take() {
@@ -589,20 +532,11 @@ fn read_archive(
     Ok(())
 }
 
-fn member_of<'a, R: Read>(
-    entry: &'a mut tar::Entry<'_, R>,
-    context: &str,
-) -> Result<Member<'a>, PgError> {
+fn member_of<'a, R: Read>(entry: &'a mut tar::Entry<'_, R>, context: &str) -> Result<Member<'a>, PgError> {
     let bad = |what: &str, e: io::Error| PgError::protocol(format!("{context}: bad {what}: {e}"));
-    let raw_path = entry
-        .path()
-        .map_err(|e| bad("member path", e))?
-        .into_owned();
+    let raw_path = entry.path().map_err(|e| bad("member path", e))?.into_owned();
     let path = safe_relative(&raw_path).ok_or_else(|| {
-        PgError::protocol(format!(
-            "{context}: member path {} is absolute or leaves the archive",
-            raw_path.display()
-        ))
+        PgError::protocol(format!("{context}: member path {} is absolute or leaves the archive", raw_path.display()))
     })?;
     let header = entry.header();
     let mode = header.mode().map_err(|e| bad("mode", e))?;
@@ -622,19 +556,8 @@ fn member_of<'a, R: Read>(
     } else {
         MemberKind::Other(entry_type.as_byte())
     };
-    let size = if kind == MemberKind::File {
-        entry.size()
-    } else {
-        0
-    };
-    Ok(Member {
-        path,
-        kind,
-        mode,
-        mtime,
-        size,
-        reader: entry,
-    })
+    let size = if kind == MemberKind::File { entry.size() } else { 0 };
+    Ok(Member { path, kind, mode, mtime, size, reader: entry })
 }
 
 /// `path` without `.` components, if it is relative, has no `..` and is not empty.
@@ -656,63 +579,37 @@ mod tests {
 
     #[test]
     fn command_text() {
-        let command = BaseBackupOptions {
-            label: "it's".into(),
-            max_rate_kbps: Some(1024),
-            ..BaseBackupOptions::default()
-        }
-        .command()
-        .unwrap();
+        let command =
+            BaseBackupOptions { label: "it's".into(), max_rate_kbps: Some(1024), ..BaseBackupOptions::default() }
+                .command()
+                .unwrap();
         assert_eq!(
             command,
             "BASE_BACKUP (LABEL 'it''s', CHECKPOINT 'fast', WAIT true, WAL false, TABLESPACE_MAP true, \
              PROGRESS false, VERIFY_CHECKSUMS true, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', MAX_RATE 1024)"
         );
-        let bad = BaseBackupOptions {
-            manifest_checksums: "MD5".into(),
-            ..BaseBackupOptions::default()
-        };
+        let bad = BaseBackupOptions { manifest_checksums: "MD5".into(), ..BaseBackupOptions::default() };
         assert!(bad.command().is_err());
-        let bad = BaseBackupOptions {
-            max_rate_kbps: Some(1),
-            ..BaseBackupOptions::default()
-        };
+        let bad = BaseBackupOptions { max_rate_kbps: Some(1), ..BaseBackupOptions::default() };
         assert!(bad.command().is_err());
     }
 
     #[test]
     fn records() {
-        let Record::NewArchive(a) =
-            parse_record(Bytes::from_static(b"n16385.tar\0/srv/ts\0")).unwrap()
-        else {
+        let Record::NewArchive(a) = parse_record(Bytes::from_static(b"n16385.tar\0/srv/ts\0")).unwrap() else {
             panic!("not an archive");
         };
-        assert_eq!(
-            (a.name.as_str(), a.tablespace_location.as_str()),
-            ("16385.tar", "/srv/ts")
-        );
-        assert!(matches!(
-            parse_record(Bytes::from_static(b"p\0\0\0\0\0\0\x01\0")).unwrap(),
-            Record::Progress(256)
-        ));
+        assert_eq!((a.name.as_str(), a.tablespace_location.as_str()), ("16385.tar", "/srv/ts"));
+        assert!(matches!(parse_record(Bytes::from_static(b"p\0\0\0\0\0\0\x01\0")).unwrap(), Record::Progress(256)));
         for bad in [&b""[..], b"p\0", b"x", b"n", b"n../x\0\0", b"n\xff\0\0"] {
-            assert!(
-                parse_record(Bytes::copy_from_slice(bad)).is_err(),
-                "{bad:?}"
-            );
+            assert!(parse_record(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn member_paths() {
-        assert_eq!(
-            safe_relative(Path::new("./base/1/")),
-            Some(PathBuf::from("base/1"))
-        );
-        assert_eq!(
-            safe_relative(Path::new("global/pg_control")),
-            Some(PathBuf::from("global/pg_control"))
-        );
+        assert_eq!(safe_relative(Path::new("./base/1/")), Some(PathBuf::from("base/1")));
+        assert_eq!(safe_relative(Path::new("global/pg_control")), Some(PathBuf::from("global/pg_control")));
         assert_eq!(safe_relative(Path::new("/etc/passwd")), None);
         assert_eq!(safe_relative(Path::new("base/../../x")), None);
         assert_eq!(safe_relative(Path::new(".")), None);

@@ -56,18 +56,14 @@ pub struct ReplicationClient {
 
 impl std::fmt::Debug for ReplicationClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicationClient")
-            .field("server_version", &self.server_version())
-            .finish_non_exhaustive()
+        f.debug_struct("ReplicationClient").field("server_version", &self.server_version()).finish_non_exhaustive()
     }
 }
 
 impl ReplicationClient {
     /// Connect and authenticate (trust, password, MD5 or SCRAM-SHA-256).
     pub fn connect(config: &ConnectConfig) -> Result<ReplicationClient, PgError> {
-        Ok(ReplicationClient {
-            conn: Conn::connect(config)?,
-        })
+        Ok(ReplicationClient { conn: Conn::connect(config)? })
     }
 
     /// [`connect`](Self::connect) with a libpq connection string.
@@ -84,10 +80,7 @@ impl ReplicationClient {
     /// `server_version`.
     pub fn server_version_num(&self) -> Option<u32> {
         let version = self.server_version()?;
-        let numeric: String = version
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '.')
-            .collect();
+        let numeric: String = version.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
         let mut parts = numeric.split('.').map(|p| p.parse::<u32>().ok());
         let major = parts.next()??;
         let minor = parts.next().flatten().unwrap_or(0);
@@ -154,9 +147,7 @@ impl ReplicationClient {
             .ok_or_else(|| PgError::protocol("history file content missing"))?
             .to_vec();
         if file_name != crate::wal::history_file_name(timeline) {
-            return Err(PgError::protocol(format!(
-                "asked for timeline {timeline}'s history, got {file_name:?}"
-            )));
+            return Err(PgError::protocol(format!("asked for timeline {timeline}'s history, got {file_name:?}")));
         }
         Ok(TimelineHistory { file_name, content })
     }
@@ -166,24 +157,17 @@ impl ReplicationClient {
     pub fn create_physical_slot(&mut self, name: &str) -> Result<SlotCreated, PgError> {
         check_slot_name(name)?;
         // For physical slots the answer's consistent_point is 0/0: read the slot back instead.
-        let created = match self.conn.query(&format!(
-            "CREATE_REPLICATION_SLOT {name} PHYSICAL RESERVE_WAL"
-        )) {
+        let created = match self.conn.query(&format!("CREATE_REPLICATION_SLOT {name} PHYSICAL RESERVE_WAL")) {
             Ok(_) => true,
             Err(err) if err.sqlstate() == Some("42710") => false,
             Err(err) => {
                 return Err(err.with_context(&format!("creating replication slot {name:?}")));
             }
         };
-        let info = self.read_replication_slot(name)?.ok_or_else(|| {
-            PgError::protocol(format!(
-                "replication slot {name:?} vanished right after its creation"
-            ))
-        })?;
-        Ok(SlotCreated {
-            created,
-            restart_lsn: info.restart_lsn,
-        })
+        let info = self
+            .read_replication_slot(name)?
+            .ok_or_else(|| PgError::protocol(format!("replication slot {name:?} vanished right after its creation")))?;
+        Ok(SlotCreated { created, restart_lsn: info.restart_lsn })
     }
 
     /// `READ_REPLICATION_SLOT name` (PostgreSQL 15+): `None` when there is no such slot.
@@ -193,16 +177,10 @@ impl ReplicationClient {
         match set.opt_text(0, 0, "slot type")? {
             None => Ok(None),
             Some("physical") => Ok(Some(SlotInfo {
-                restart_lsn: set
-                    .opt_text(0, 1, "restart LSN")?
-                    .map(str::parse)
-                    .transpose()?,
+                restart_lsn: set.opt_text(0, 1, "restart LSN")?.map(str::parse).transpose()?,
                 restart_timeline: set
                     .opt_text(0, 2, "restart timeline")?
-                    .map(|t| {
-                        t.parse()
-                            .map_err(|_| PgError::protocol(format!("invalid timeline {t:?}")))
-                    })
+                    .map(|t| t.parse().map_err(|_| PgError::protocol(format!("invalid timeline {t:?}"))))
                     .transpose()?,
             })),
             Some(other) => Err(PgError::new(
@@ -215,9 +193,7 @@ impl ReplicationClient {
     /// `DROP_REPLICATION_SLOT name WAIT`.
     pub fn drop_replication_slot(&mut self, name: &str) -> Result<(), PgError> {
         check_slot_name(name)?;
-        self.conn
-            .query(&format!("DROP_REPLICATION_SLOT {name} WAIT"))
-            .map(drop)
+        self.conn.query(&format!("DROP_REPLICATION_SLOT {name} WAIT")).map(drop)
     }
 }
 
@@ -226,13 +202,9 @@ impl ReplicationClient {
 pub(crate) fn check_slot_name(name: &str) -> Result<(), PgError> {
     if name.is_empty()
         || name.len() > 63
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
-        return Err(PgError::config(format!(
-            "invalid replication slot name {name:?}: use 1 to 63 of a-z, 0-9 and _"
-        )));
+        return Err(PgError::config(format!("invalid replication slot name {name:?}: use 1 to 63 of a-z, 0-9 and _")));
     }
     Ok(())
 }
@@ -241,9 +213,7 @@ pub(crate) fn check_slot_name(name: &str) -> Result<(), PgError> {
 fn parse_size(text: &str) -> Result<u64, PgError> {
     let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
     let unit = &text[digits.len()..];
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| PgError::protocol(format!("invalid size {text:?}")))?;
+    let n: u64 = digits.parse().map_err(|_| PgError::protocol(format!("invalid size {text:?}")))?;
     let factor = match unit.trim() {
         "" | "B" => 1,
         "kB" => 1 << 10,

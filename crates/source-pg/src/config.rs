@@ -77,20 +77,16 @@ impl ConnectConfig {
         match key {
             "host" | "hostaddr" => self.host = value,
             "port" => {
-                self.port = value
-                    .parse()
-                    .map_err(|_| PgError::config(format!("invalid port {value:?}")))?;
+                self.port = value.parse().map_err(|_| PgError::config(format!("invalid port {value:?}")))?;
             }
             "user" => self.user = value,
             "password" => self.password = Some(value),
             "dbname" => self.dbname = Some(value),
             "application_name" => self.application_name = value,
             "connect_timeout" => {
-                let secs: u64 = value.parse().map_err(|_| {
-                    PgError::config(format!(
-                        "invalid connect_timeout {value:?}: seconds expected"
-                    ))
-                })?;
+                let secs: u64 = value
+                    .parse()
+                    .map_err(|_| PgError::config(format!("invalid connect_timeout {value:?}: seconds expected")))?;
                 self.connect_timeout = Duration::from_secs(secs.max(1));
             }
             "sslmode" => match value.as_str() {
@@ -114,14 +110,10 @@ impl ConnectConfig {
     }
 
     fn parse_url(s: &str) -> Result<ConnectConfig, PgError> {
-        let url = url::Url::parse(s)
-            .map_err(|e| PgError::config(format!("invalid connection URL: {e}")))?;
+        let url = url::Url::parse(s).map_err(|e| PgError::config(format!("invalid connection URL: {e}")))?;
         let mut config = ConnectConfig::default();
         if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
-            config.host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
+            config.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         }
         if let Some(port) = url.port() {
             config.port = port;
@@ -156,9 +148,7 @@ impl ConnectConfig {
             }
             while chars.next_if(|c| c.is_whitespace()).is_some() {}
             if chars.next() != Some('=') {
-                return Err(PgError::config(format!(
-                    "missing \"=\" after {key:?} in the connection string"
-                )));
+                return Err(PgError::config(format!("missing \"=\" after {key:?} in the connection string")));
             }
             while chars.next_if(|c| c.is_whitespace()).is_some() {}
             let mut value = String::new();
@@ -166,9 +156,7 @@ impl ConnectConfig {
                 loop {
                     match chars.next() {
                         None => {
-                            return Err(PgError::config(
-                                "unterminated quoted value in the connection string",
-                            ));
+                            return Err(PgError::config("unterminated quoted value in the connection string"));
                         }
                         Some('\\') => value.extend(chars.next()),
                         Some('\'') if chars.next_if_eq(&'\'').is_some() => value.push('\''),
@@ -241,37 +229,19 @@ mod tests {
         assert_eq!(c.application_name, "x");
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert!(!format!("{c:?}").contains("'b'"));
-        assert_eq!(
-            "".parse::<ConnectConfig>().unwrap(),
-            ConnectConfig::default()
-        );
-        for bad in [
-            "host",
-            "port=x",
-            "nope=1",
-            "sslmode=require",
-            "password='open",
-        ] {
+        assert_eq!("".parse::<ConnectConfig>().unwrap(), ConnectConfig::default());
+        for bad in ["host", "port=x", "nope=1", "sslmode=require", "password='open"] {
             assert!(bad.parse::<ConnectConfig>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn urls() {
-        let c: ConnectConfig = "postgresql://u@[::1]:6000/db?application_name=a&sslmode=prefer"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.user.as_str()),
-            ("::1", 6000, "u")
-        );
+        let c: ConnectConfig = "postgresql://u@[::1]:6000/db?application_name=a&sslmode=prefer".parse().unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.user.as_str()), ("::1", 6000, "u"));
         assert_eq!(c.dbname.as_deref(), Some("db"));
         assert_eq!(c.application_name, "a");
-        assert!(
-            "postgresql://h/?sslmode=verify-full"
-                .parse::<ConnectConfig>()
-                .is_err()
-        );
+        assert!("postgresql://h/?sslmode=verify-full".parse::<ConnectConfig>().is_err());
         assert!("postgresql://h/?bogus=1".parse::<ConnectConfig>().is_err());
     }
 }

@@ -42,34 +42,25 @@ impl ResultSet {
     /// The text of row `row`, column `col`; an error naming `what` when missing, NULL or not
     /// UTF-8.
     pub fn text(&self, row: usize, col: usize, what: &str) -> Result<&str, PgError> {
-        self.opt_text(row, col, what)?
-            .ok_or_else(|| PgError::protocol(format!("{what} is NULL")))
+        self.opt_text(row, col, what)?.ok_or_else(|| PgError::protocol(format!("{what} is NULL")))
     }
 
     /// Like [`text`](Self::text) but NULL is `None`.
     pub fn opt_text(&self, row: usize, col: usize, what: &str) -> Result<Option<&str>, PgError> {
-        let cell =
-            self.rows.get(row).and_then(|r| r.get(col)).ok_or_else(|| {
-                PgError::protocol(format!("{what} missing from the server's answer"))
-            })?;
+        let cell = self
+            .rows
+            .get(row)
+            .and_then(|r| r.get(col))
+            .ok_or_else(|| PgError::protocol(format!("{what} missing from the server's answer")))?;
         cell.as_ref()
-            .map(|b| {
-                std::str::from_utf8(b)
-                    .map_err(|_| PgError::protocol(format!("{what} is not UTF-8")))
-            })
+            .map(|b| std::str::from_utf8(b).map_err(|_| PgError::protocol(format!("{what} is not UTF-8"))))
             .transpose()
     }
 
     /// Row `row`, column `col` parsed with [`FromStr`](std::str::FromStr).
-    pub fn parse<T: std::str::FromStr>(
-        &self,
-        row: usize,
-        col: usize,
-        what: &str,
-    ) -> Result<T, PgError> {
+    pub fn parse<T: std::str::FromStr>(&self, row: usize, col: usize, what: &str) -> Result<T, PgError> {
         let text = self.text(row, col, what)?;
-        text.parse()
-            .map_err(|_| PgError::protocol(format!("invalid {what} {text:?}")))
+        text.parse().map_err(|_| PgError::protocol(format!("invalid {what} {text:?}")))
     }
 }
 
@@ -128,10 +119,7 @@ impl Conn {
     pub(crate) fn connect(config: &ConnectConfig) -> Result<Conn, PgError> {
         let stream = if config.host.starts_with('/') {
             let path = format!("{}/.s.PGSQL.{}", config.host, config.port);
-            Stream::Unix(
-                UnixStream::connect(&path)
-                    .map_err(|e| PgError::io(&format!("cannot connect to {path}"), e))?,
-            )
+            Stream::Unix(UnixStream::connect(&path).map_err(|e| PgError::io(&format!("cannot connect to {path}"), e))?)
         } else {
             Stream::Tcp(connect_tcp(config)?)
         };
@@ -181,8 +169,7 @@ impl Conn {
                     self.flush()?;
                 }
                 Backend::Message(Message::AuthenticationMd5Password(body)) => {
-                    let hash =
-                        md5_hash(config.user.as_bytes(), password()?.as_bytes(), body.salt());
+                    let hash = md5_hash(config.user.as_bytes(), password()?.as_bytes(), body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.wbuf)
                         .map_err(|e| PgError::config(format!("invalid password: {e}")))?;
                     self.flush()?;
@@ -190,9 +177,10 @@ impl Conn {
                 Backend::Message(Message::AuthenticationSasl(body)) => {
                     let mut mechanisms = body.mechanisms();
                     let mut found = false;
-                    while let Some(m) = mechanisms.next().map_err(|e| {
-                        PgError::protocol(format!("malformed SASL mechanism list: {e}"))
-                    })? {
+                    while let Some(m) = mechanisms
+                        .next()
+                        .map_err(|e| PgError::protocol(format!("malformed SASL mechanism list: {e}")))?
+                    {
                         found |= m == sasl::SCRAM_SHA_256;
                     }
                     if !found {
@@ -201,37 +189,23 @@ impl Conn {
                             "the server offers no SASL mechanism this client speaks (SCRAM-SHA-256 without channel binding)",
                         ));
                     }
-                    let state = sasl::ScramSha256::new(
-                        password()?.as_bytes(),
-                        sasl::ChannelBinding::unsupported(),
-                    );
-                    frontend::sasl_initial_response(
-                        sasl::SCRAM_SHA_256,
-                        state.message(),
-                        &mut self.wbuf,
-                    )
-                    .map_err(|e| PgError::protocol(format!("SCRAM: {e}")))?;
+                    let state = sasl::ScramSha256::new(password()?.as_bytes(), sasl::ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, state.message(), &mut self.wbuf)
+                        .map_err(|e| PgError::protocol(format!("SCRAM: {e}")))?;
                     scram = Some(state);
                     self.flush()?;
                 }
                 Backend::Message(Message::AuthenticationSaslContinue(body)) => {
-                    let state = scram
-                        .as_mut()
-                        .ok_or_else(|| PgError::protocol("SASL continue before SASL start"))?;
-                    state.update(body.data()).map_err(|e| {
-                        PgError::new(
-                            crate::ErrorKind::Auth,
-                            format!("SCRAM exchange failed: {e}"),
-                        )
-                    })?;
+                    let state = scram.as_mut().ok_or_else(|| PgError::protocol("SASL continue before SASL start"))?;
+                    state
+                        .update(body.data())
+                        .map_err(|e| PgError::new(crate::ErrorKind::Auth, format!("SCRAM exchange failed: {e}")))?;
                     frontend::sasl_response(state.message(), &mut self.wbuf)
                         .map_err(|e| PgError::protocol(format!("SCRAM: {e}")))?;
                     self.flush()?;
                 }
                 Backend::Message(Message::AuthenticationSaslFinal(body)) => {
-                    let state = scram
-                        .as_mut()
-                        .ok_or_else(|| PgError::protocol("SASL final before SASL start"))?;
+                    let state = scram.as_mut().ok_or_else(|| PgError::protocol("SASL final before SASL start"))?;
                     state.finish(body.data()).map_err(|e| {
                         PgError::new(
                             crate::ErrorKind::Auth,
@@ -240,10 +214,8 @@ impl Conn {
                     })?;
                 }
                 Backend::Message(Message::ErrorResponse(body)) => {
-                    return Err(server_error(body.fields()).with_context(&format!(
-                        "connecting as {:?} to {}:{}",
-                        config.user, config.host, config.port
-                    )));
+                    return Err(server_error(body.fields())
+                        .with_context(&format!("connecting as {:?} to {}:{}", config.user, config.host, config.port)));
                 }
                 Backend::Message(Message::NoticeResponse(body)) => self.notice(body.fields()),
                 Backend::Message(_) | Backend::CopyBoth => {
@@ -274,11 +246,7 @@ impl Conn {
     }
 
     pub(crate) fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn notice(&mut self, fields: ErrorFields<'_>) {
@@ -287,17 +255,12 @@ impl Conn {
     }
 
     pub(crate) fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), PgError> {
-        self.stream
-            .set_read_timeout(timeout)
-            .map_err(|e| PgError::io("cannot set the socket timeout", e))
+        self.stream.set_read_timeout(timeout).map_err(|e| PgError::io("cannot set the socket timeout", e))
     }
 
     /// Send what the encoders wrote into the write buffer.
     pub(crate) fn flush(&mut self) -> Result<(), PgError> {
-        let result = self
-            .stream
-            .write_all(&self.wbuf)
-            .and_then(|()| self.stream.flush());
+        let result = self.stream.write_all(&self.wbuf).and_then(|()| self.stream.flush());
         self.wbuf.clear();
         result.map_err(|e| {
             self.broken = true;
@@ -317,10 +280,7 @@ impl Conn {
             }
             if !self.fill()? {
                 self.broken = true;
-                return Err(PgError::io(
-                    "waiting for the server",
-                    io::Error::from(io::ErrorKind::TimedOut),
-                ));
+                return Err(PgError::io("waiting for the server", io::Error::from(io::ErrorKind::TimedOut)));
             }
         }
     }
@@ -365,10 +325,7 @@ impl Conn {
             Ok(None) => Err(PgError::protocol("message framing out of step")),
             Err(e) => {
                 self.broken = true;
-                Err(PgError::protocol(format!(
-                    "malformed message from the server (tag {:?}): {e}",
-                    char::from(tag)
-                )))
+                Err(PgError::protocol(format!("malformed message from the server (tag {:?}): {e}", char::from(tag))))
             }
         }
     }
@@ -389,12 +346,7 @@ impl Conn {
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     return Ok(false);
                 }
                 Err(e) => {
@@ -407,9 +359,7 @@ impl Conn {
 
     fn check_usable(&self) -> Result<(), PgError> {
         if self.broken {
-            return Err(PgError::protocol(
-                "the connection is unusable after an interrupted command: open a new one",
-            ));
+            return Err(PgError::protocol("the connection is unusable after an interrupted command: open a new one"));
         }
         Ok(())
     }
@@ -417,8 +367,7 @@ impl Conn {
     /// Send a simple query (a replication command).
     pub(crate) fn send_query(&mut self, sql: &str) -> Result<(), PgError> {
         self.check_usable()?;
-        frontend::query(sql, &mut self.wbuf)
-            .map_err(|e| PgError::config(format!("invalid command {sql:?}: {e}")))?;
+        frontend::query(sql, &mut self.wbuf).map_err(|e| PgError::config(format!("invalid command {sql:?}: {e}")))?;
         self.flush()
     }
 
@@ -436,16 +385,12 @@ impl Conn {
                 Backend::Message(message) => {
                     if !collector.accept(self, message)? {
                         self.broken = true;
-                        return Err(PgError::protocol(format!(
-                            "unexpected message in the answer to {sql:?}"
-                        )));
+                        return Err(PgError::protocol(format!("unexpected message in the answer to {sql:?}")));
                     }
                 }
                 Backend::CopyBoth => {
                     self.broken = true;
-                    return Err(PgError::protocol(format!(
-                        "unexpected COPY BOTH in the answer to {sql:?}"
-                    )));
+                    return Err(PgError::protocol(format!("unexpected COPY BOTH in the answer to {sql:?}")));
                 }
             }
         }
@@ -479,33 +424,24 @@ impl ResultCollector {
             Message::RowDescription(body) => {
                 let mut columns = Vec::new();
                 let mut fields = body.fields();
-                while let Some(field) = fields
-                    .next()
-                    .map_err(|e| PgError::protocol(format!("malformed row description: {e}")))?
+                while let Some(field) =
+                    fields.next().map_err(|e| PgError::protocol(format!("malformed row description: {e}")))?
                 {
                     columns.push(field.name().to_owned());
                 }
-                self.sets.push(ResultSet {
-                    columns,
-                    rows: Vec::new(),
-                });
+                self.sets.push(ResultSet { columns, rows: Vec::new() });
             }
             Message::DataRow(body) => {
-                let set = self
-                    .sets
-                    .last_mut()
-                    .ok_or_else(|| PgError::protocol("data row without a row description"))?;
+                let set =
+                    self.sets.last_mut().ok_or_else(|| PgError::protocol("data row without a row description"))?;
                 let buffer = body.buffer_bytes().clone();
                 let mut ranges = body.ranges();
                 let mut row = Vec::with_capacity(set.columns.len());
-                while let Some(range) = ranges
-                    .next()
-                    .map_err(|e| PgError::protocol(format!("malformed data row: {e}")))?
+                while let Some(range) =
+                    ranges.next().map_err(|e| PgError::protocol(format!("malformed data row: {e}")))?
                 {
                     row.push(match range {
-                        Some(r) if r.end <= buffer.len() && r.start <= r.end => {
-                            Some(buffer.slice(r))
-                        }
+                        Some(r) if r.end <= buffer.len() && r.start <= r.end => Some(buffer.slice(r)),
                         Some(_) => return Err(PgError::protocol("malformed data row: bad range")),
                         None => None,
                     });
@@ -534,8 +470,7 @@ impl ResultCollector {
 
 /// A server error or notice as a [`PgError`]: message, detail, hint, SQLSTATE.
 pub(crate) fn server_error(mut fields: ErrorFields<'_>) -> PgError {
-    let (mut code, mut message, mut detail, mut hint, mut severity) =
-        (None, String::new(), None, None, None);
+    let (mut code, mut message, mut detail, mut hint, mut severity) = (None, String::new(), None, None, None);
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
         match field.type_() {
@@ -548,10 +483,7 @@ pub(crate) fn server_error(mut fields: ErrorFields<'_>) -> PgError {
             _ => {}
         }
     }
-    let mut text = format!(
-        "server {}: {message}",
-        severity.as_deref().unwrap_or("ERROR")
-    );
+    let mut text = format!("server {}: {message}", severity.as_deref().unwrap_or("ERROR"));
     if let Some(detail) = detail {
         text.push_str(&format!(" (detail: {detail})"));
     }

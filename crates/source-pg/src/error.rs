@@ -37,12 +37,7 @@ pub struct PgError {
 
 impl PgError {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        PgError {
-            kind,
-            message: message.into(),
-            sqlstate: None,
-            source: None,
-        }
+        PgError { kind, message: message.into(), sqlstate: None, source: None }
     }
 
     pub(crate) fn io(context: &str, err: io::Error) -> Self {
@@ -72,23 +67,13 @@ impl PgError {
             Some("28000" | "28P01") => ErrorKind::Auth,
             _ => ErrorKind::Server,
         };
-        PgError {
-            kind,
-            message,
-            sqlstate,
-            source: None,
-        }
+        PgError { kind, message, sqlstate, source: None }
     }
 
     /// Wrap an error of the caller's sink (for example the repository's archiver failing).
     pub fn sink(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let source = err.into();
-        PgError {
-            kind: ErrorKind::Sink,
-            message: source.to_string(),
-            sqlstate: None,
-            source: Some(source),
-        }
+        PgError { kind: ErrorKind::Sink, message: source.to_string(), sqlstate: None, source: Some(source) }
     }
 
     /// What kind of failure this is.
@@ -161,9 +146,7 @@ impl fmt::Display for PgError {
 
 impl std::error::Error for PgError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -173,9 +156,7 @@ mod tests {
 
     #[test]
     fn transient_classification() {
-        assert!(
-            PgError::io("read", io::Error::from(io::ErrorKind::ConnectionReset)).is_transient()
-        );
+        assert!(PgError::io("read", io::Error::from(io::ErrorKind::ConnectionReset)).is_transient());
         assert!(PgError::server(Some("57P03".into()), "starting up".into()).is_transient());
         assert!(PgError::server(Some("53300".into()), "too many".into()).is_transient());
         assert!(!PgError::server(Some("42710".into()), "exists".into()).is_transient());

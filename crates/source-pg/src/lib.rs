@@ -51,8 +51,7 @@ mod stream;
 pub mod wal;
 
 pub use basebackup::{
-    ArchiveInfo, BackupStart, BaseBackupInfo, BaseBackupOptions, BaseBackupSink, Member,
-    MemberKind, Tablespace,
+    ArchiveInfo, BackupStart, BaseBackupInfo, BaseBackupOptions, BaseBackupSink, Member, MemberKind, Tablespace,
 };
 pub use client::{ReplicationClient, SlotCreated, SlotInfo, SystemIdentity, TimelineHistory};
 pub use config::ConnectConfig;

@@ -47,11 +47,7 @@ impl FromStr for Lsn {
     type Err = PgError;
 
     fn from_str(s: &str) -> Result<Lsn, PgError> {
-        let bad = || {
-            PgError::protocol(format!(
-                "invalid LSN {s:?}: expected hex HIGH/LOW such as 0/16B3748"
-            ))
-        };
+        let bad = || PgError::protocol(format!("invalid LSN {s:?}: expected hex HIGH/LOW such as 0/16B3748"));
         let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
         let part = |p: &str| {
             if p.is_empty() || p.len() > 8 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -85,18 +81,7 @@ mod tests {
         assert_eq!(Lsn(0).to_string(), "0/0");
         assert_eq!(Lsn(u64::MAX).to_string(), "FFFFFFFF/FFFFFFFF");
         assert_eq!("a/b".parse::<Lsn>().unwrap(), Lsn(0xA_0000_000B));
-        for bad in [
-            "",
-            "/",
-            "0/",
-            "/0",
-            "0/0/0",
-            "g/0",
-            "123456789/0",
-            "-1/0",
-            " 0/0",
-            "0x1/0",
-        ] {
+        for bad in ["", "/", "0/", "/0", "0/0/0", "g/0", "123456789/0", "-1/0", " 0/0", "0x1/0"] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} parsed");
         }
         assert_eq!(Lsn(0x0100_0028).segment_start(16 << 20), Lsn(0x0100_0000));

@@ -169,11 +169,7 @@ impl WalStream<'_> {
                             let start = Lsn(data.get_u64());
                             let server_wal_end = Lsn(data.get_u64());
                             let _send_time = data.get_i64();
-                            return Ok(WalMessage::XLogData {
-                                start,
-                                server_wal_end,
-                                data,
-                            });
+                            return Ok(WalMessage::XLogData { start, server_wal_end, data });
                         }
                         Some(b'k') if data.len() >= 18 => {
                             data.advance(1);
@@ -237,9 +233,7 @@ impl WalStream<'_> {
                 }
                 Backend::CopyBoth => {
                     conn.broken = true;
-                    return Err(PgError::protocol(
-                        "unexpected COPY BOTH after the WAL stream",
-                    ));
+                    return Err(PgError::protocol("unexpected COPY BOTH after the WAL stream"));
                 }
             }
         }
@@ -251,9 +245,7 @@ impl WalStream<'_> {
                 next_timeline: set.parse(0, 0, "next timeline")?,
                 next_start: set.parse(0, 1, "next timeline start")?,
             }),
-            _ => Err(PgError::protocol(
-                "the server ended the WAL stream without naming the next timeline",
-            )),
+            _ => Err(PgError::protocol("the server ended the WAL stream without naming the next timeline")),
         }
     }
 

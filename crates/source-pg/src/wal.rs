@@ -36,28 +36,16 @@ pub const LONG_PAGE_HEADER_LEN: usize = 40;
 const XLP_LONG_HEADER: u16 = 0x0002;
 
 /// `XLOG_PAGE_MAGIC` per PostgreSQL major version (from each release's `xlog_internal.h`).
-const PAGE_MAGICS: &[(u32, u16)] = &[
-    (13, 0xD106),
-    (14, 0xD10D),
-    (15, 0xD110),
-    (16, 0xD113),
-    (17, 0xD116),
-];
+const PAGE_MAGICS: &[(u32, u16)] = &[(13, 0xD106), (14, 0xD10D), (15, 0xD110), (16, 0xD113), (17, 0xD116)];
 
 /// The WAL page magic of a PostgreSQL major version, where this crate knows it (13 to 17).
 pub fn page_magic_for_major(major: u32) -> Option<u16> {
-    PAGE_MAGICS
-        .iter()
-        .find(|(m, _)| *m == major)
-        .map(|(_, magic)| *magic)
+    PAGE_MAGICS.iter().find(|(m, _)| *m == major).map(|(_, magic)| *magic)
 }
 
 /// The PostgreSQL major version that writes WAL with this page magic, where known.
 pub fn major_for_page_magic(magic: u16) -> Option<u32> {
-    PAGE_MAGICS
-        .iter()
-        .find(|(_, m)| *m == magic)
-        .map(|(major, _)| *major)
+    PAGE_MAGICS.iter().find(|(_, m)| *m == magic).map(|(major, _)| *major)
 }
 
 fn check_segment_size(segment_size: u64) -> Result<(), PgError> {
@@ -88,11 +76,7 @@ pub fn segment_file_name(timeline: u32, lsn: Lsn, segment_size: u64) -> String {
     let segment_size = segment_size.max(1);
     let per_id = (1u64 << 32) / segment_size;
     let segno = lsn.0 / segment_size;
-    format!(
-        "{timeline:08X}{:08X}{:08X}",
-        segno / per_id.max(1),
-        segno % per_id.max(1)
-    )
+    format!("{timeline:08X}{:08X}{:08X}", segno / per_id.max(1), segno % per_id.max(1))
 }
 
 /// A parsed segment file name: its timeline and its first LSN.
@@ -107,16 +91,11 @@ pub struct SegmentName {
 /// Parse a segment file name (24 upper-case hex digits; no `.partial` or other suffix).
 pub fn parse_segment_file_name(name: &str, segment_size: u64) -> Result<SegmentName, PgError> {
     check_segment_size(segment_size)?;
-    let bad = || {
-        PgError::wal(format!(
-            "{name:?} is not a WAL segment file name (24 upper-case hex digits)"
-        ))
-    };
+    let bad = || PgError::wal(format!("{name:?} is not a WAL segment file name (24 upper-case hex digits)"));
     if name.len() != 24 || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
         return Err(bad());
     }
-    let field =
-        |range: std::ops::Range<usize>| u32::from_str_radix(&name[range], 16).map_err(|_| bad());
+    let field = |range: std::ops::Range<usize>| u32::from_str_radix(&name[range], 16).map_err(|_| bad());
     let timeline = field(0..8)?;
     let log_id = u64::from(field(8..16)?);
     let seg = u64::from(field(16..24)?);
@@ -124,10 +103,7 @@ pub fn parse_segment_file_name(name: &str, segment_size: u64) -> Result<SegmentN
     if seg >= per_id || timeline == 0 {
         return Err(bad());
     }
-    Ok(SegmentName {
-        timeline,
-        start: Lsn((log_id * per_id + seg) * segment_size),
-    })
+    Ok(SegmentName { timeline, start: Lsn((log_id * per_id + seg) * segment_size) })
 }
 
 /// The name of a timeline's history file, such as `00000002.history`.
@@ -172,10 +148,7 @@ impl WalSegmentHeader {
     /// missing, or the sizes are impossible; the magic is not judged here (see [`check`](Self::check)).
     pub fn parse(bytes: &[u8]) -> Result<WalSegmentHeader, PgError> {
         let Some(h) = bytes.get(..LONG_PAGE_HEADER_LEN) else {
-            return Err(PgError::wal(format!(
-                "WAL segment too short for a page header: {} bytes",
-                bytes.len()
-            )));
+            return Err(PgError::wal(format!("WAL segment too short for a page header: {} bytes", bytes.len())));
         };
         let u16_at = |o: usize| u16::from_le_bytes([h[o], h[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
@@ -197,16 +170,9 @@ impl WalSegmentHeader {
         }
         check_segment_size(u64::from(header.segment_size))?;
         if !header.block_size.is_power_of_two() || !(1024..=65536).contains(&header.block_size) {
-            return Err(PgError::wal(format!(
-                "invalid WAL block size {} in the segment header",
-                header.block_size
-            )));
+            return Err(PgError::wal(format!("invalid WAL block size {} in the segment header", header.block_size)));
         }
-        if !header
-            .page_address
-            .0
-            .is_multiple_of(u64::from(header.segment_size))
-        {
+        if !header.page_address.0.is_multiple_of(u64::from(header.segment_size)) {
             return Err(PgError::wal(format!(
                 "WAL page address {} is not the start of a segment",
                 header.page_address
@@ -231,10 +197,8 @@ impl WalSegmentHeader {
         }
         if self.magic != expected.page_magic {
             let version = |magic| {
-                major_for_page_magic(magic).map_or_else(
-                    || format!("unknown version, magic {magic:#06X}"),
-                    |m| format!("PostgreSQL {m}"),
-                )
+                major_for_page_magic(magic)
+                    .map_or_else(|| format!("unknown version, magic {magic:#06X}"), |m| format!("PostgreSQL {m}"))
             };
             return Err(PgError::wal(format!(
                 "WAL segment was written by {}, expected {}",
@@ -298,18 +262,8 @@ mod tests {
         assert_eq!(h.pg_major(), Some(15));
         assert_eq!(h.page_address, Lsn(0x300_0000));
         h.check(&expected(7_300_000_000_000_000_001)).unwrap();
-        h.check_named(
-            &expected(7_300_000_000_000_000_001),
-            "000000010000000000000003",
-        )
-        .unwrap();
-        assert!(
-            h.check_named(
-                &expected(7_300_000_000_000_000_001),
-                "000000010000000000000004"
-            )
-            .is_err()
-        );
+        h.check_named(&expected(7_300_000_000_000_000_001), "000000010000000000000003").unwrap();
+        assert!(h.check_named(&expected(7_300_000_000_000_000_001), "000000010000000000000004").is_err());
         let err = h.check(&expected(42)).unwrap_err();
         assert!(err.message().contains("another cluster"), "{err}");
         let pg16 = WalSegmentHeader::parse(&header_bytes(42, 0xD113, 0)).unwrap();
@@ -327,14 +281,8 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(history_file_name(2), "00000002.history");
-        assert_eq!(
-            segment_file_name(1, Lsn(0xFF00_0000), DEFAULT_SEGMENT_SIZE),
-            "0000000100000000000000FF"
-        );
-        assert_eq!(
-            segment_file_name(1, Lsn(0x1_0000_0000), 1 << 30),
-            "000000010000000100000000"
-        );
+        assert_eq!(segment_file_name(1, Lsn(0xFF00_0000), DEFAULT_SEGMENT_SIZE), "0000000100000000000000FF");
+        assert_eq!(segment_file_name(1, Lsn(0x1_0000_0000), 1 << 30), "000000010000000100000000");
         for bad in [
             "",
             "00000001000000000000000",
@@ -344,10 +292,7 @@ mod tests {
             "000000010000000000000001.partial",
             "00000001000000000000000g",
         ] {
-            assert!(
-                parse_segment_file_name(bad, DEFAULT_SEGMENT_SIZE).is_err(),
-                "{bad}"
-            );
+            assert!(parse_segment_file_name(bad, DEFAULT_SEGMENT_SIZE).is_err(), "{bad}");
         }
         assert!(parse_segment_file_name("000000010000000000000001", 3).is_err());
     }

@@ -5,9 +5,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use tidemark_source_pg::wal::{self, ExpectedCluster, WalSegmentHeader};
-use tidemark_source_pg::{
-    BaseBackupOptions, ErrorKind, Lsn, MemberKind, ReplicationClient, WalMessage,
-};
+use tidemark_source_pg::{BaseBackupOptions, ErrorKind, Lsn, MemberKind, ReplicationClient, WalMessage};
 use tidemark_testkit::postgres::{Auth, PgCluster, PgOptions};
 use util::{Collect, DirSink, SegmentWriter, cluster, sysid};
 
@@ -21,46 +19,27 @@ fn identify_system_matches_pg_control() {
     let id = client.identify_system().unwrap();
     assert_eq!(id.system_identifier, sysid(&pg));
     assert_eq!(id.timeline, 1);
-    let current: Lsn = pg
-        .psql("SELECT pg_current_wal_flush_lsn()")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let current: Lsn = pg.psql("SELECT pg_current_wal_flush_lsn()").unwrap().parse().unwrap();
     assert!(id.xlog_position <= current && id.xlog_position > Lsn(0));
-    assert_eq!(
-        client.wal_segment_size().unwrap(),
-        wal::DEFAULT_SEGMENT_SIZE
-    );
+    assert_eq!(client.wal_segment_size().unwrap(), wal::DEFAULT_SEGMENT_SIZE);
     // The connection stays usable after a server error.
     let err = client.simple_query("TIMELINE_HISTORY 1").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Server, "{err}");
     assert!(!err.is_transient());
-    assert_eq!(
-        client.identify_system().unwrap().system_identifier,
-        id.system_identifier
-    );
+    assert_eq!(client.identify_system().unwrap().system_identifier, id.system_identifier);
     // Over the Unix socket as the superuser too.
     let mut local = ReplicationClient::connect_str(&pg.superuser_connstr()).unwrap();
-    assert_eq!(
-        local.identify_system().unwrap().system_identifier,
-        id.system_identifier
-    );
+    assert_eq!(local.identify_system().unwrap().system_identifier, id.system_identifier);
 }
 
 #[test]
 fn scram_authentication() {
-    let options = PgOptions {
-        auth: Auth::Scram,
-        ..PgOptions::default()
-    };
+    let options = PgOptions { auth: Auth::Scram, ..PgOptions::default() };
     let Some(pg) = cluster("scram_authentication", &options) else {
         return;
     };
     let mut client = ReplicationClient::connect_str(&pg.connstr()).unwrap();
-    assert_eq!(
-        client.identify_system().unwrap().system_identifier,
-        sysid(&pg)
-    );
+    assert_eq!(client.identify_system().unwrap().system_identifier, sysid(&pg));
     let wrong = pg.connstr().replace("password=", "password=wrong");
     let err = ReplicationClient::connect_str(&wrong).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
@@ -73,8 +52,7 @@ fn scram_authentication() {
 
 #[test]
 fn connection_refused_is_transient() {
-    let err =
-        ReplicationClient::connect_str("host=127.0.0.1 port=1 connect_timeout=2").unwrap_err();
+    let err = ReplicationClient::connect_str("host=127.0.0.1 port=1 connect_timeout=2").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     assert!(err.is_transient());
 }
@@ -96,17 +74,10 @@ fn slots_are_idempotent() {
     assert_eq!(info.restart_lsn, Some(reserved));
     assert!(reserved > Lsn(0));
     assert_eq!(info.restart_timeline, Some(1));
-    assert_eq!(
-        pg.psql("SELECT slot_type FROM pg_replication_slots WHERE slot_name = 'tm_slot'")
-            .unwrap(),
-        "physical"
-    );
+    assert_eq!(pg.psql("SELECT slot_type FROM pg_replication_slots WHERE slot_name = 'tm_slot'").unwrap(), "physical");
     client.drop_replication_slot("tm_slot").unwrap();
     assert_eq!(client.read_replication_slot("tm_slot").unwrap(), None);
-    assert_eq!(
-        client.create_physical_slot("Bad-Name").unwrap_err().kind(),
-        ErrorKind::Config
-    );
+    assert_eq!(client.create_physical_slot("Bad-Name").unwrap_err().kind(), ErrorKind::Config);
 }
 
 #[test]
@@ -119,19 +90,11 @@ fn base_backup_streams_tar_members_and_manifest() {
     let relation = pg.psql("SELECT pg_relation_filepath('items')").unwrap();
     let mut client = ReplicationClient::connect_str(&pg.connstr()).unwrap();
     let mut sink = Collect::default();
-    let options = BaseBackupOptions {
-        label: "test backup".into(),
-        ..BaseBackupOptions::default()
-    };
+    let options = BaseBackupOptions { label: "test backup".into(), ..BaseBackupOptions::default() };
     let info = client.base_backup(&options, &mut sink).unwrap();
 
     assert_eq!(sink.started.as_ref().unwrap().lsn, info.start_lsn);
-    assert!(
-        info.start_lsn <= info.end_lsn,
-        "{} > {}",
-        info.start_lsn,
-        info.end_lsn
-    );
+    assert!(info.start_lsn <= info.end_lsn, "{} > {}", info.start_lsn, info.end_lsn);
     assert_eq!((info.start_timeline, info.end_timeline), (1, 1));
     assert_eq!(info.archives.len(), 1);
     assert_eq!(info.archives[0].name, "base.tar");
@@ -144,37 +107,25 @@ fn base_backup_streams_tar_members_and_manifest() {
     assert_eq!(files["base"].kind, MemberKind::Directory);
     let label = String::from_utf8(files["backup_label"].content.clone().unwrap()).unwrap();
     assert!(label.contains("LABEL: test backup"), "{label}");
-    assert!(
-        label.contains(&format!("START WAL LOCATION: {}", info.start_lsn)),
-        "{label}"
-    );
+    assert!(label.contains(&format!("START WAL LOCATION: {}", info.start_lsn)), "{label}");
     let total: u64 = files.values().map(|m| m.size).sum();
     assert!(info.bytes > total);
 
     // The manifest is JSON and lists every file with the size we received.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(info.manifest.as_ref().unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(info.manifest.as_ref().unwrap()).unwrap();
     let listed = manifest["Files"].as_array().unwrap();
     assert!(listed.len() > 100);
     for file in listed {
         let path = file["Path"].as_str().unwrap();
-        let member = files
-            .get(path)
-            .unwrap_or_else(|| panic!("{path} in manifest, not in tar"));
+        let member = files.get(path).unwrap_or_else(|| panic!("{path} in manifest, not in tar"));
         assert_eq!(file["Size"].as_u64(), Some(member.size), "{path}");
     }
     let wal = &manifest["WAL-Ranges"][0];
-    assert_eq!(
-        wal["Start-LSN"].as_str().unwrap(),
-        info.start_lsn.to_string()
-    );
+    assert_eq!(wal["Start-LSN"].as_str().unwrap(), info.start_lsn.to_string());
     assert_eq!(wal["End-LSN"].as_str().unwrap(), info.end_lsn.to_string());
 
     // The connection is usable afterwards.
-    assert_eq!(
-        client.identify_system().unwrap().system_identifier,
-        sysid(&pg)
-    );
+    assert_eq!(client.identify_system().unwrap().system_identifier, sysid(&pg));
 }
 
 #[test]
@@ -193,19 +144,12 @@ fn sink_errors_abort_the_backup() {
         }
     }
     let mut client = ReplicationClient::connect_str(&pg.connstr()).unwrap();
-    let err = client
-        .base_backup(&BaseBackupOptions::default(), &mut Fail)
-        .unwrap_err();
+    let err = client.base_backup(&BaseBackupOptions::default(), &mut Fail).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Sink);
-    assert!(
-        client.identify_system().is_err(),
-        "a half-read connection must not be reused"
-    );
+    assert!(client.identify_system().is_err(), "a half-read connection must not be reused");
     // The server is fine and takes the next backup.
     let mut client = ReplicationClient::connect_str(&pg.connstr()).unwrap();
-    client
-        .base_backup(&BaseBackupOptions::default(), &mut Collect::default())
-        .unwrap();
+    client.base_backup(&BaseBackupOptions::default(), &mut Collect::default()).unwrap();
 }
 
 #[test]
@@ -216,24 +160,17 @@ fn streamed_wal_carries_the_cluster_identity() {
     let mut client = ReplicationClient::connect_str(&pg.connstr()).unwrap();
     client.create_physical_slot("tm_stream").unwrap();
     pg.psql("SELECT pg_switch_wal()").unwrap();
-    pg.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000)")
-        .unwrap();
+    pg.psql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000)").unwrap();
     let id = client.identify_system().unwrap();
     let start = id.xlog_position.segment_start(wal::DEFAULT_SEGMENT_SIZE);
-    client
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut stream = client
-        .start_replication(Some("tm_stream"), start, id.timeline)
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut stream = client.start_replication(Some("tm_stream"), start, id.timeline).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut received = Vec::new();
     while received.len() < wal::LONG_PAGE_HEADER_LEN {
         assert!(Instant::now() < deadline, "no WAL within 30 s");
         match stream.next_message().unwrap() {
-            WalMessage::XLogData {
-                start: at, data, ..
-            } => {
+            WalMessage::XLogData { start: at, data, .. } => {
                 assert_eq!(at, Lsn(start.0 + received.len() as u64));
                 received.extend_from_slice(&data);
             }
@@ -255,23 +192,14 @@ fn streamed_wal_carries_the_cluster_identity() {
         page_magic: wal::XLOG_PAGE_MAGIC_PG15,
         segment_size: wal::DEFAULT_SEGMENT_SIZE,
     };
-    header
-        .check_named(
-            &expected,
-            &wal::segment_file_name(id.timeline, start, wal::DEFAULT_SEGMENT_SIZE),
-        )
-        .unwrap();
+    header.check_named(&expected, &wal::segment_file_name(id.timeline, start, wal::DEFAULT_SEGMENT_SIZE)).unwrap();
 
     // The slot moved to what we confirmed; the client is usable again.
     let slot = client.read_replication_slot("tm_stream").unwrap().unwrap();
     assert!(slot.restart_lsn.unwrap() >= start, "{:?}", slot.restart_lsn);
 
     // A segment of another cluster (its own initdb) is refused.
-    let other = PgCluster::start(&PgOptions {
-        own_initdb: true,
-        ..PgOptions::default()
-    })
-    .unwrap();
+    let other = PgCluster::start(&PgOptions { own_initdb: true, ..PgOptions::default() }).unwrap();
     let other_segment = std::fs::read(util::first_wal_segment(&other)).unwrap();
     let other_header = WalSegmentHeader::parse(&other_segment).unwrap();
     assert_eq!(other_header.system_identifier, sysid(&other));
@@ -282,10 +210,7 @@ fn streamed_wal_carries_the_cluster_identity() {
 
 #[test]
 fn timeline_switch_ends_the_old_timeline_stream() {
-    let options = PgOptions {
-        standby: true,
-        ..PgOptions::default()
-    };
+    let options = PgOptions { standby: true, ..PgOptions::default() };
     let Some(pg) = cluster("timeline_switch", &options) else {
         return;
     };
@@ -298,14 +223,9 @@ fn timeline_switch_ends_the_old_timeline_stream() {
     let text = String::from_utf8(history.content).unwrap();
     let switch: Lsn = text.split('\t').nth(1).unwrap().parse().unwrap();
     assert!(text.starts_with("1\t"), "{text}");
-    assert_eq!(
-        std::fs::read_to_string(pg.data_dir().join("pg_wal/00000002.history")).unwrap(),
-        text
-    );
+    assert_eq!(std::fs::read_to_string(pg.data_dir().join("pg_wal/00000002.history")).unwrap(), text);
 
-    client
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let start = switch.segment_start(wal::DEFAULT_SEGMENT_SIZE);
     let mut stream = client.start_replication(None, start, 1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -313,16 +233,11 @@ fn timeline_switch_ends_the_old_timeline_stream() {
     loop {
         assert!(Instant::now() < deadline, "timeline 1 did not end");
         match stream.next_message().unwrap() {
-            WalMessage::XLogData {
-                start: at, data, ..
-            } => {
+            WalMessage::XLogData { start: at, data, .. } => {
                 assert_eq!(at, end);
                 end = Lsn(at.0 + data.len() as u64);
             }
-            WalMessage::TimelineEnd {
-                next_timeline,
-                next_start,
-            } => {
+            WalMessage::TimelineEnd { next_timeline, next_start } => {
                 assert_eq!((next_timeline, next_start), (2, switch));
                 break;
             }
@@ -349,42 +264,22 @@ fn restore_base_backup_with_streamed_wal() {
     let restore_dir = pg.scratch_dir("restored").unwrap();
     let wal_dir = pg.scratch_dir("wal").unwrap();
     let mut sink = DirSink::new(restore_dir.clone());
-    let options = BaseBackupOptions {
-        wait_for_archive: false,
-        ..BaseBackupOptions::default()
-    };
+    let options = BaseBackupOptions { wait_for_archive: false, ..BaseBackupOptions::default() };
     let info = client.base_backup(&options, &mut sink).unwrap();
-    std::fs::write(
-        restore_dir.join("backup_manifest"),
-        info.manifest.as_ref().unwrap(),
-    )
-    .unwrap();
+    std::fs::write(restore_dir.join("backup_manifest"), info.manifest.as_ref().unwrap()).unwrap();
 
-    pg.psql("INSERT INTO rows SELECT g, 'after' FROM generate_series(1001, 1500) g")
-        .unwrap();
+    pg.psql("INSERT INTO rows SELECT g, 'after' FROM generate_series(1001, 1500) g").unwrap();
     let switch: Lsn = pg.psql("SELECT pg_switch_wal()").unwrap().parse().unwrap();
     // Stream every segment from the backup's start through the one the switch completed.
-    let need_until =
-        Lsn(switch.segment_start(wal::DEFAULT_SEGMENT_SIZE).0 + wal::DEFAULT_SEGMENT_SIZE);
+    let need_until = Lsn(switch.segment_start(wal::DEFAULT_SEGMENT_SIZE).0 + wal::DEFAULT_SEGMENT_SIZE);
     let start = info.start_lsn.segment_start(wal::DEFAULT_SEGMENT_SIZE);
-    client
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut writer = SegmentWriter::new(wal_dir.clone(), info.start_timeline, start);
-    let mut stream = client
-        .start_replication(Some("tm_e2e"), start, info.start_timeline)
-        .unwrap();
+    let mut stream = client.start_replication(Some("tm_e2e"), start, info.start_timeline).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while writer.position() < need_until {
-        assert!(
-            Instant::now() < deadline,
-            "WAL stopped at {}",
-            writer.position()
-        );
-        if let WalMessage::XLogData {
-            start: at, data, ..
-        } = stream.next_message().unwrap()
-        {
+        assert!(Instant::now() < deadline, "WAL stopped at {}", writer.position());
+        if let WalMessage::XLogData { start: at, data, .. } = stream.next_message().unwrap() {
             writer.write(at, &data);
             stream.confirm(writer.position(), writer.durable());
         }
@@ -398,20 +293,12 @@ fn restore_base_backup_with_streamed_wal() {
         .arg(&restore_dir)
         .output()
         .unwrap();
-    assert!(
-        verify.status.success(),
-        "pg_verifybackup: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert!(verify.status.success(), "pg_verifybackup: {}", String::from_utf8_lossy(&verify.stderr));
     std::fs::remove_file(restore_dir.join("backup_manifest")).unwrap();
 
     std::fs::write(restore_dir.join("recovery.signal"), "").unwrap();
-    let mut auto =
-        std::fs::read_to_string(restore_dir.join("postgresql.auto.conf")).unwrap_or_default();
-    auto.push_str(&format!(
-        "restore_command = 'cp {}/%f %p'\n",
-        wal_dir.display()
-    ));
+    let mut auto = std::fs::read_to_string(restore_dir.join("postgresql.auto.conf")).unwrap_or_default();
+    auto.push_str(&format!("restore_command = 'cp {}/%f %p'\n", wal_dir.display()));
     std::fs::write(restore_dir.join("postgresql.auto.conf"), auto).unwrap();
     let restored = PgCluster::start_existing(&restore_dir, Auth::Trust).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -420,9 +307,7 @@ fn restore_base_backup_with_streamed_wal() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        restored
-            .psql("SELECT note, count(*) FROM rows GROUP BY note ORDER BY note")
-            .unwrap(),
+        restored.psql("SELECT note, count(*) FROM rows GROUP BY note ORDER BY note").unwrap(),
         "after|500\nbefore|1000"
     );
     assert_eq!(sysid(&restored), sysid(&pg));
@@ -445,42 +330,21 @@ fn base_backup_throughput() {
         .current_dir("/tmp")
         .output()
         .unwrap();
-    assert!(
-        pgbench.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pgbench.stderr)
-    );
+    assert!(pgbench.status.success(), "{}", String::from_utf8_lossy(&pgbench.stderr));
     pg.psql("CHECKPOINT").unwrap();
-    let options = BaseBackupOptions {
-        wait_for_archive: false,
-        ..BaseBackupOptions::default()
-    };
+    let options = BaseBackupOptions { wait_for_archive: false, ..BaseBackupOptions::default() };
     let mut client = ReplicationClient::connect_str(&pg.connstr()).unwrap();
     let started = Instant::now();
     let info = client.base_backup(&options, &mut util::Discard).unwrap();
     let ours = started.elapsed();
     let started = Instant::now();
     let out = std::process::Command::new(pg.bin_dir().join("pg_basebackup"))
-        .args([
-            "-d",
-            &pg.connstr(),
-            "-Ft",
-            "-D",
-            "-",
-            "-X",
-            "none",
-            "-c",
-            "fast",
-        ])
+        .args(["-d", &pg.connstr(), "-Ft", "-D", "-", "-X", "none", "-c", "fast"])
         .stdout(std::process::Stdio::null())
         .output()
         .unwrap();
     let theirs = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mib = info.bytes as f64 / (1 << 20) as f64;
     println!(
         "base backup of {mib:.0} MiB: tidemark-source-pg {:.0} MiB/s ({ours:?}), pg_basebackup -Ft {:.0} MiB/s ({theirs:?})",
@@ -498,21 +362,15 @@ mod malformed {
 
     fn client(answer: Vec<u8>) -> ReplicationClient {
         let port = fake_server(answer);
-        let mut client =
-            ReplicationClient::connect_str(&format!("host=127.0.0.1 port={port} user=u")).unwrap();
-        client
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        let mut client = ReplicationClient::connect_str(&format!("host=127.0.0.1 port={port} user=u")).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         client
     }
 
     /// The start of a valid BASE_BACKUP answer, up to CopyOutResponse.
     fn backup_prefix() -> Vec<u8> {
         let mut out = result_set(&["recptr", "tli"], &[Some("0/2000028"), Some("1")]);
-        out.extend(result_set(
-            &["spcoid", "spclocation", "size"],
-            &[None, None, None],
-        ));
+        out.extend(result_set(&["spcoid", "spclocation", "size"], &[None, None, None]));
         out.extend(frame(b'H', &[0, 0, 0]));
         out
     }
@@ -522,12 +380,7 @@ mod malformed {
         let answer = [
             result_set(
                 &["systemid", "timeline", "xlogpos", "dbname"],
-                &[
-                    Some("7301234567890123456"),
-                    Some("3"),
-                    Some("0/16B3748"),
-                    None,
-                ],
+                &[Some("7301234567890123456"), Some("3"), Some("0/16B3748"), None],
             ),
             frame(b'Z', b"I"),
         ]
@@ -540,22 +393,14 @@ mod malformed {
 
     #[test]
     fn specific_damage_is_an_error() {
-        let bad_row = [
-            result_set(
-                &["systemid", "timeline", "xlogpos"],
-                &[Some("x"), Some("1"), Some("0/0")],
-            ),
-            frame(b'Z', b"I"),
-        ]
-        .concat();
+        let bad_row =
+            [result_set(&["systemid", "timeline", "xlogpos"], &[Some("x"), Some("1"), Some("0/0")]), frame(b'Z', b"I")]
+                .concat();
         let huge = vec![b'D', 0xff, 0xff, 0xff, 0xff];
         let short = vec![b'D', 0, 0, 0, 2];
         for answer in [bad_row, huge, short, frame(b'?', b""), Vec::new()] {
             let err = client(answer).identify_system().unwrap_err();
-            assert!(
-                matches!(err.kind(), ErrorKind::Protocol | ErrorKind::Io),
-                "{err}"
-            );
+            assert!(matches!(err.kind(), ErrorKind::Protocol | ErrorKind::Io), "{err}");
         }
         // A tar stream with a broken header checksum.
         let mut tar = vec![0u8; 512];
@@ -565,9 +410,7 @@ mod malformed {
         answer.extend(frame(b'd', b"nbase.tar\0\0"));
         answer.extend(frame(b'd', &[&b"d"[..], &tar].concat()));
         answer.extend(frame(b'c', b""));
-        let err = client(answer)
-            .base_backup(&BaseBackupOptions::default(), &mut Collect::default())
-            .unwrap_err();
+        let err = client(answer).base_backup(&BaseBackupOptions::default(), &mut Collect::default()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
     }
 

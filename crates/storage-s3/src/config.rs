@@ -120,32 +120,19 @@ impl S3Config {
         }
     }
 
-    pub(crate) fn from_url_with_env(
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self> {
+    pub(crate) fn from_url_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let bad = |why: &str| {
-            StorageError::new(
-                ErrorKind::Permanent,
-                format!("invalid S3 URL {text:?}: {why}; expected {URL_FORM}"),
-            )
+            StorageError::new(ErrorKind::Permanent, format!("invalid S3 URL {text:?}: {why}; expected {URL_FORM}"))
         };
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
         if url.scheme() != "s3" {
-            return Err(bad(&format!(
-                "the scheme is {:?}, not \"s3\"",
-                url.scheme()
-            )));
+            return Err(bad(&format!("the scheme is {:?}, not \"s3\"", url.scheme())));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad(
-                "credentials do not belong in the URL; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            ));
+            return Err(bad("credentials do not belong in the URL; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"));
         }
         if url.port().is_some() {
-            return Err(bad(
-                "a port belongs in the endpoint parameter, not after the bucket",
-            ));
+            return Err(bad("a port belongs in the endpoint parameter, not after the bucket"));
         }
         if url.fragment().is_some() {
             return Err(bad("it has a '#' fragment"));
@@ -158,10 +145,7 @@ impl S3Config {
         // The URL parser resolves `.` and `..`: look for them in the text as given.
         let raw_path = text.split(['?', '#']).next().unwrap_or_default();
         let dots = raw_path.split('/').skip(3).any(|p| p == "." || p == "..");
-        if dots
-            || prefix.contains('%')
-            || (!prefix.is_empty() && prefix.split('/').any(str::is_empty))
-        {
+        if dots || prefix.contains('%') || (!prefix.is_empty() && prefix.split('/').any(str::is_empty)) {
             return Err(bad("the prefix must be plain '/'-separated names"));
         }
         let mut config = Self::with_env(bucket.to_owned(), env);
@@ -174,13 +158,10 @@ impl S3Config {
             };
             match name.as_ref() {
                 "endpoint" => {
-                    let valid = url::Url::parse(&value).is_ok_and(|e| {
-                        matches!(e.scheme(), "http" | "https") && e.host_str().is_some()
-                    });
+                    let valid = url::Url::parse(&value)
+                        .is_ok_and(|e| matches!(e.scheme(), "http" | "https") && e.host_str().is_some());
                     if !valid {
-                        return Err(bad(&format!(
-                            "endpoint {value:?} is not an http:// or https:// URL"
-                        )));
+                        return Err(bad(&format!("endpoint {value:?} is not an http:// or https:// URL")));
                     }
                     config.endpoint = Some(value.trim_end_matches('/').to_owned());
                 }
@@ -250,10 +231,7 @@ mod tests {
         assert_eq!(c.region.as_deref(), Some("us-east-1"));
         assert!(c.path_style && !c.allow_anonymous);
         assert_eq!(c.access_key_id, None);
-        assert_eq!(
-            c.url(),
-            "s3://bkt/a/b?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true"
-        );
+        assert_eq!(c.url(), "s3://bkt/a/b?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true");
         assert_eq!(S3Config::from_url_with_env(&c.url(), no_env).unwrap(), c);
     }
 
@@ -272,10 +250,7 @@ mod tests {
         assert_eq!(c.endpoint.as_deref(), Some("https://s3.example.net"));
         assert_eq!(c.access_key_id.as_deref(), Some("AKID"));
         let shown = format!("{c:?}");
-        assert!(
-            shown.contains("AKID") && !shown.contains("SECRET"),
-            "{shown}"
-        );
+        assert!(shown.contains("AKID") && !shown.contains("SECRET"), "{shown}");
         let c = S3Config::from_url_with_env("s3://bkt?region=us-west-2", env).unwrap();
         assert_eq!(c.region.as_deref(), Some("us-west-2"));
     }
@@ -298,10 +273,7 @@ mod tests {
             let err = S3Config::from_url_with_env(url, no_env).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Permanent);
             let text = err.to_string();
-            assert!(
-                text.contains(needle) && text.contains("expected s3://BUCKET"),
-                "{url}: {text}"
-            );
+            assert!(text.contains(needle) && text.contains("expected s3://BUCKET"), "{url}: {text}");
         }
     }
 }

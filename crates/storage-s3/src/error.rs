@@ -21,29 +21,18 @@ pub(crate) fn kind_of(err: &opendal::Error) -> ErrorKind {
 }
 
 /// A storage error for a failed `action` (`"read"`, `"write"`, ...) on `key` at `location`.
-pub(crate) fn from_opendal(
-    err: opendal::Error,
-    action: &str,
-    key: &str,
-    location: &str,
-) -> StorageError {
+pub(crate) fn from_opendal(err: opendal::Error, action: &str, key: &str, location: &str) -> StorageError {
     let kind = kind_of(&err);
     let hint = match (kind, err.kind()) {
         (ErrorKind::PermissionDenied, _) => {
             "; check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the bucket policy"
         }
-        (_, Dal::ConfigInvalid) => {
-            "; check that the bucket exists and the endpoint and region are right"
-        }
+        (_, Dal::ConfigInvalid) => "; check that the bucket exists and the endpoint and region are right",
         _ => "",
     };
     let message = format!("S3 {action} at {location} failed: {}{hint}", describe(&err));
     let error = StorageError::new(kind, message).with_source(err);
-    if key.is_empty() {
-        error
-    } else {
-        error.with_key(key)
-    }
+    if key.is_empty() { error } else { error.with_key(key) }
 }
 
 /// The essentials of an OpenDAL error in one line: the S3 error code and message when the server
@@ -63,11 +52,7 @@ fn describe(err: &opendal::Error) -> String {
             _ => {}
         }
     }
-    let mut text = if message.is_empty() {
-        err.kind().to_string()
-    } else {
-        message.to_owned()
-    };
+    let mut text = if message.is_empty() { err.kind().to_string() } else { message.to_owned() };
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -104,17 +89,10 @@ mod tests {
 
     #[test]
     fn messages_name_action_key_location_and_hint() {
-        let err = from_opendal(
-            opendal::Error::new(Dal::PermissionDenied, "AccessDenied"),
-            "write",
-            "data/1",
-            "s3://b/p",
-        );
+        let err =
+            from_opendal(opendal::Error::new(Dal::PermissionDenied, "AccessDenied"), "write", "data/1", "s3://b/p");
         let text = err.to_string();
-        assert!(
-            text.starts_with("S3 write at s3://b/p failed: AccessDenied;"),
-            "{text}"
-        );
+        assert!(text.starts_with("S3 write at s3://b/p failed: AccessDenied;"), "{text}");
         assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
         assert_eq!(err.key(), Some("data/1"));
     }
@@ -125,15 +103,9 @@ mod tests {
             Dal::NotFound,
             r#"S3Error { code: "NoSuchKey", message: "The specified key does not exist.", resource: "", request_id: "r" }"#,
         );
-        assert_eq!(
-            describe(&s3),
-            "NoSuchKey: The specified key does not exist."
-        );
+        assert_eq!(describe(&s3), "NoSuchKey: The specified key does not exist.");
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let transport = opendal::Error::new(Dal::Unexpected, "send http request").set_source(io);
-        assert_eq!(
-            describe(&transport),
-            "send http request: connection refused"
-        );
+        assert_eq!(describe(&transport), "send http request: connection refused");
     }
 }

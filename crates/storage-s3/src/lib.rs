@@ -58,9 +58,7 @@ pub struct S3Storage {
 
 impl fmt::Debug for S3Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Storage")
-            .field("location", &self.location)
-            .finish_non_exhaustive()
+        f.debug_struct("S3Storage").field("location", &self.location).finish_non_exhaustive()
     }
 }
 
@@ -70,10 +68,7 @@ impl S3Storage {
     pub fn new(config: S3Config) -> Result<Self> {
         let location = config.location();
         let setup = |what: &str, err: &dyn fmt::Display| {
-            StorageError::new(
-                ErrorKind::Permanent,
-                format!("cannot set up S3 storage {location}: {what}: {err}"),
-            )
+            StorageError::new(ErrorKind::Permanent, format!("cannot set up S3 storage {location}: {what}: {err}"))
         };
 
         // reqwest is built without a bundled crypto provider; use ring, which the workspace already
@@ -113,10 +108,7 @@ impl S3Storage {
                 builder = builder.disable_config_load().disable_ec2_metadata();
             }
             _ if config.allow_anonymous => {
-                builder = builder
-                    .skip_signature()
-                    .disable_config_load()
-                    .disable_ec2_metadata();
+                builder = builder.skip_signature().disable_config_load().disable_ec2_metadata();
             }
             _ => {}
         }
@@ -131,12 +123,7 @@ impl S3Storage {
             .enable_all()
             .build()
             .map_err(|e| setup("runtime", &e))?;
-        Ok(S3Storage {
-            op,
-            runtime: Some(runtime),
-            location,
-            request_timeout: config.request_timeout,
-        })
+        Ok(S3Storage { op, runtime: Some(runtime), location, request_timeout: config.request_timeout })
     }
 
     /// [`S3Config::from_url`] then [`new`](Self::new).
@@ -150,12 +137,10 @@ impl S3Storage {
         T: Send + 'static,
         F: Future<Output = opendal::Result<T>> + Send + 'static,
     {
-        let runtime = self.runtime.as_ref().ok_or_else(|| {
-            keyed(
-                StorageError::new(ErrorKind::Permanent, "S3 storage is shut down"),
-                key,
-            )
-        })?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| keyed(StorageError::new(ErrorKind::Permanent, "S3 storage is shut down"), key))?;
         let future = make(self.op.clone());
         let timeout = self.request_timeout;
         let (tx, rx) = mpsc::sync_channel(1);
@@ -168,20 +153,14 @@ impl S3Storage {
             Ok(Err(_elapsed)) => Err(keyed(
                 StorageError::new(
                     ErrorKind::Transient,
-                    format!(
-                        "S3 {action} at {} timed out after {timeout:?}",
-                        self.location
-                    ),
+                    format!("S3 {action} at {} timed out after {timeout:?}", self.location),
                 ),
                 key,
             )),
             Err(_) => Err(keyed(
                 StorageError::new(
                     ErrorKind::Permanent,
-                    format!(
-                        "S3 {action} at {}: the request task ended without an answer",
-                        self.location
-                    ),
+                    format!("S3 {action} at {}: the request task ended without an answer", self.location),
                 ),
                 key,
             )),
@@ -189,27 +168,17 @@ impl S3Storage {
     }
 
     fn range_error(key: &str, range: &Range<u64>, size: Option<u64>) -> StorageError {
-        let size = size.map_or_else(
-            || "a shorter object".to_owned(),
-            |s| format!("an object of {s} bytes"),
-        );
+        let size = size.map_or_else(|| "a shorter object".to_owned(), |s| format!("an object of {s} bytes"));
         StorageError::new(
             ErrorKind::Permanent,
-            format!(
-                "byte range {}..{} is invalid for {size}",
-                range.start, range.end
-            ),
+            format!("byte range {}..{} is invalid for {size}", range.start, range.end),
         )
         .with_key(key)
     }
 }
 
 fn keyed(err: StorageError, key: &str) -> StorageError {
-    if key.is_empty() {
-        err
-    } else {
-        err.with_key(key)
-    }
+    if key.is_empty() { err } else { err.with_key(key) }
 }
 
 impl Drop for S3Storage {
@@ -228,29 +197,16 @@ impl Storage for S3Storage {
 
     fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
         if prefix.starts_with('/') || prefix.split('/').any(|p| p == "." || p == "..") {
-            return Err(StorageError::new(
-                ErrorKind::Permanent,
-                format!("invalid listing prefix {prefix:?}"),
-            ));
+            return Err(StorageError::new(ErrorKind::Permanent, format!("invalid listing prefix {prefix:?}")));
         }
         let path = prefix.to_owned();
         let listed = self.run("list", prefix, move |op| async move {
-            op.list_options(
-                &path,
-                ListOptions {
-                    recursive: true,
-                    ..Default::default()
-                },
-            )
-            .await
+            op.list_options(&path, ListOptions { recursive: true, ..Default::default() }).await
         })?;
         let mut entries: Vec<Entry> = listed
             .into_iter()
             .filter(|e| e.metadata().mode() == EntryMode::FILE && e.path().starts_with(prefix))
-            .map(|e| Entry {
-                size: e.metadata().content_length(),
-                key: e.path().to_owned(),
-            })
+            .map(|e| Entry { size: e.metadata().content_length(), key: e.path().to_owned() })
             .collect();
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(entries)
@@ -273,24 +229,14 @@ impl Storage for S3Storage {
             return match self.stat(key)? {
                 Some(size) if range.end <= size => Ok(Vec::new()),
                 Some(size) => Err(Self::range_error(key, &range, Some(size))),
-                None => Err(StorageError::new(
-                    ErrorKind::NotFound,
-                    format!("no such object at {}", self.location),
-                )
-                .with_key(key)),
+                None => Err(StorageError::new(ErrorKind::NotFound, format!("no such object at {}", self.location))
+                    .with_key(key)),
             };
         }
         let path = key.to_owned();
         let bytes = range.clone();
         let result = self.run("ranged read", key, move |op| async move {
-            op.read_options(
-                &path,
-                ReadOptions {
-                    range: bytes.into(),
-                    ..Default::default()
-                },
-            )
-            .await
+            op.read_options(&path, ReadOptions { range: bytes.into(), ..Default::default() }).await
         });
         match result {
             Ok(buffer) if buffer.len() as u64 == range.end - range.start => Ok(buffer.to_vec()),
@@ -298,9 +244,7 @@ impl Storage for S3Storage {
             Err(err) if err.kind() == ErrorKind::NotFound || err.is_transient() => Err(err),
             // 416, or a short body that OpenDAL refused: the range reaches past the end.
             Err(err) => match self.stat(key) {
-                Ok(Some(size)) if range.end > size => {
-                    Err(Self::range_error(key, &range, Some(size)))
-                }
+                Ok(Some(size)) if range.end > size => Err(Self::range_error(key, &range, Some(size))),
                 _ => Err(err),
             },
         }
@@ -322,15 +266,7 @@ impl Storage for S3Storage {
         let path = key.to_owned();
         let body = Buffer::from(data.to_vec());
         self.run("create", key, move |op| async move {
-            op.write_options(
-                &path,
-                body,
-                WriteOptions {
-                    if_not_exists: true,
-                    ..Default::default()
-                },
-            )
-            .await
+            op.write_options(&path, body, WriteOptions { if_not_exists: true, ..Default::default() }).await
         })
         .map(drop)
     }
@@ -339,20 +275,13 @@ impl Storage for S3Storage {
         check_key(key)?;
         let path = key.to_owned();
         let body = Buffer::from(data.to_vec());
-        self.run("write", key, move |op| async move {
-            op.write(&path, body).await
-        })
-        .map(drop)
+        self.run("write", key, move |op| async move { op.write(&path, body).await }).map(drop)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let path = key.to_owned();
-        match self.run(
-            "delete",
-            key,
-            move |op| async move { op.delete(&path).await },
-        ) {
+        match self.run("delete", key, move |op| async move { op.delete(&path).await }) {
             Err(err) if err.is_not_found() => Ok(()),
             other => other,
         }

@@ -21,9 +21,7 @@ fn storage(test: &str, prefix: &str) -> Option<(&'static S3Server, String, S3Sto
 
 fn open(server: &S3Server, bucket: &str, prefix: &str) -> S3Storage {
     let (id, secret) = S3Server::credentials();
-    let config = S3Config::from_url(&server.url(bucket, prefix))
-        .unwrap()
-        .with_credentials(id, secret);
+    let config = S3Config::from_url(&server.url(bucket, prefix)).unwrap().with_credentials(id, secret);
     S3Storage::new(config).unwrap()
 }
 
@@ -36,9 +34,7 @@ fn objects_round_trip() {
     let Some((_, bucket, s)) = storage("objects_round_trip", "repo/one") else {
         return;
     };
-    assert!(s.location().starts_with(&format!(
-        "s3://{bucket}/repo/one (endpoint http://127.0.0.1:"
-    )));
+    assert!(s.location().starts_with(&format!("s3://{bucket}/repo/one (endpoint http://127.0.0.1:")));
 
     s.put("data/ab/ab01", b"0123456789").unwrap();
     s.put("data/ac/ac02", b"xy").unwrap();
@@ -60,22 +56,10 @@ fn objects_round_trip() {
     // A "directory" is not an object.
     assert_eq!(s.stat("data/ab").unwrap(), None);
 
-    assert_eq!(
-        keys(s.list("data/").unwrap()),
-        ["data/ab/ab01", "data/ac/ac02"]
-    );
+    assert_eq!(keys(s.list("data/").unwrap()), ["data/ab/ab01", "data/ac/ac02"]);
     assert_eq!(keys(s.list("data/ab").unwrap()), ["data/ab/ab01"]);
-    assert_eq!(
-        keys(s.list("").unwrap()),
-        ["config", "data/ab/ab01", "data/ac/ac02", "index/01"]
-    );
-    assert_eq!(
-        s.list("index/").unwrap(),
-        [Entry {
-            key: "index/01".into(),
-            size: 1
-        }]
-    );
+    assert_eq!(keys(s.list("").unwrap()), ["config", "data/ab/ab01", "data/ac/ac02", "index/01"]);
+    assert_eq!(s.list("index/").unwrap(), [Entry { key: "index/01".into(), size: 1 }]);
     assert_eq!(s.list("nothing/").unwrap(), []);
 
     let missing = s.get("data/zz").unwrap_err();
@@ -107,10 +91,7 @@ fn put_is_create_only_and_put_overwrite_replaces() {
     // Identical bytes do not make a first attempt succeed: only a retry after a transient failure
     // compares (see RetryStorage).
     let retrying = RetryStorage::new(s);
-    assert_eq!(
-        retrying.put("snapshots/1", b"first").unwrap_err().kind(),
-        ErrorKind::AlreadyExists
-    );
+    assert_eq!(retrying.put("snapshots/1", b"first").unwrap_err().kind(), ErrorKind::AlreadyExists);
 }
 
 #[test]
@@ -128,10 +109,7 @@ fn concurrent_creates_of_one_key_have_one_winner() {
         .into_iter()
         .map(|t| t.join().unwrap())
         .collect();
-    let winners: Vec<u8> = results
-        .iter()
-        .filter_map(|r| r.as_ref().ok().copied())
-        .collect();
+    let winners: Vec<u8> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
     for err in results.iter().filter_map(|r| r.as_ref().err()) {
         assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
@@ -152,8 +130,7 @@ fn listing_pages_past_1000_keys() {
             let s = s.clone();
             std::thread::spawn(move || {
                 for i in (t..total).step_by(threads) {
-                    s.put(&format!("data/{:02x}/{i:05}", i % 256), b"x")
-                        .unwrap();
+                    s.put(&format!("data/{:02x}/{i:05}", i % 256), b"x").unwrap();
                 }
             })
         })
@@ -206,20 +183,14 @@ fn uploads_carry_a_checksum_that_object_lock_buckets_accept() {
     };
     let options = BucketOptions {
         object_lock: true,
-        default_retention: Some(Retention {
-            mode: RetentionMode::Governance,
-            days: 1,
-        }),
+        default_retention: Some(Retention { mode: RetentionMode::Governance, days: 1 }),
         ..BucketOptions::default()
     };
     let bucket = server.new_bucket_with(&options).unwrap();
     let s = open(server, &bucket, "repo");
     s.put("data/00/locked", b"locked bytes").unwrap();
     assert_eq!(s.get("data/00/locked").unwrap(), b"locked bytes");
-    assert_eq!(
-        s.put("data/00/locked", b"other").unwrap_err().kind(),
-        ErrorKind::AlreadyExists
-    );
+    assert_eq!(s.put("data/00/locked", b"other").unwrap_err().kind(), ErrorKind::AlreadyExists);
 }
 
 #[test]
@@ -232,21 +203,13 @@ fn large_objects_go_up_in_one_piece() {
     assert_eq!(s.stat("data/big").unwrap(), Some(data.len() as u64));
     assert_eq!(s.get("data/big").unwrap(), data);
     let start = 5 * 1024 * 1024 + 3;
-    assert_eq!(
-        s.get_range("data/big", start as u64..start as u64 + 100)
-            .unwrap(),
-        data[start..start + 100]
-    );
+    assert_eq!(s.get_range("data/big", start as u64..start as u64 + 100).unwrap(), data[start..start + 100]);
 }
 
 #[test]
 fn nothing_listening_becomes_unreachable_after_retries() {
     // Needs no server: a port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let config = S3Config::from_url(&format!("s3://bkt/p?endpoint={endpoint}&path_style=true"))
         .unwrap()
@@ -255,19 +218,12 @@ fn nothing_listening_becomes_unreachable_after_retries() {
     let direct = s3.get("config").unwrap_err();
     assert_eq!(direct.kind(), ErrorKind::Transient, "{direct}");
 
-    let s = RetryStorage::new(s3)
-        .with_attempts(3)
-        .with_delays(Duration::from_millis(5), Duration::from_millis(20));
+    let s = RetryStorage::new(s3).with_attempts(3).with_delays(Duration::from_millis(5), Duration::from_millis(20));
     let start = Instant::now();
-    for err in [
-        s.get("config").unwrap_err(),
-        s.put("config", b"x").unwrap_err(),
-        s.list("").unwrap_err(),
-    ] {
+    for err in [s.get("config").unwrap_err(), s.put("config", b"x").unwrap_err(), s.list("").unwrap_err()] {
         assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
         let text = err.to_string();
-        let expected =
-            format!("storage at s3://bkt/p (endpoint {endpoint}) unreachable after 3 attempts");
+        let expected = format!("storage at s3://bkt/p (endpoint {endpoint}) unreachable after 3 attempts");
         assert!(text.starts_with(&expected), "{text}");
         assert!(text.contains("Connection refused"), "{text}");
     }
@@ -276,30 +232,16 @@ fn nothing_listening_becomes_unreachable_after_retries() {
 
 #[test]
 fn bad_keys_are_refused_before_any_request() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let s = S3Storage::from_url(&format!(
-        "s3://bkt?endpoint=http://127.0.0.1:{port}&allow_anonymous=true"
-    ))
-    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let s = S3Storage::from_url(&format!("s3://bkt?endpoint=http://127.0.0.1:{port}&allow_anonymous=true")).unwrap();
     for key in ["", "/abs", "a/../b", " padded"] {
-        assert_eq!(
-            s.put(key, b"").unwrap_err().kind(),
-            ErrorKind::Permanent,
-            "{key:?}"
-        );
+        assert_eq!(s.put(key, b"").unwrap_err().kind(), ErrorKind::Permanent, "{key:?}");
     }
     assert_eq!(s.list("../").unwrap_err().kind(), ErrorKind::Permanent);
 }
 
 /// Accept one HTTP request on `listener`, answer `status`, and return the request's head.
-fn capture_one_request(
-    listener: TcpListener,
-    status: &'static str,
-) -> std::thread::JoinHandle<String> {
+fn capture_one_request(listener: TcpListener, status: &'static str) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         use std::io::{BufRead, BufReader, Read, Write};
         let (stream, _) = listener.accept().unwrap();
@@ -319,9 +261,7 @@ fn capture_one_request(
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
-        let response = format!(
-            "HTTP/1.1 {status}\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let response = format!("HTTP/1.1 {status}\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         reader.get_mut().write_all(response.as_bytes()).unwrap();
         head
     })
@@ -344,14 +284,7 @@ fn put_sends_if_none_match_and_content_md5() {
     assert!(head.starts_with("put /bkt/p/data/1 http/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nif-none-match: *\r\n"), "{head}");
     // base64(md5("hello"))
-    assert!(
-        head.contains(
-            "\r\ncontent-md5: xufakrxlkna5cz2rebfFkg==\r\n"
-                .to_ascii_lowercase()
-                .as_str()
-        ),
-        "{head}"
-    );
+    assert!(head.contains("\r\ncontent-md5: xufakrxlkna5cz2rebfFkg==\r\n".to_ascii_lowercase().as_str()), "{head}");
 }
 
 #[test]
@@ -375,10 +308,7 @@ fn usable_and_droppable_inside_an_async_runtime() {
     let Some((_, _, s)) = storage("inside_async_runtime", "") else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         s.put("config", b"{}").unwrap();
         assert_eq!(s.get("config").unwrap(), b"{}");
@@ -388,11 +318,7 @@ fn usable_and_droppable_inside_an_async_runtime() {
 
 #[test]
 fn aws_without_region_is_a_setup_error_with_the_fix() {
-    let config = S3Config {
-        region: None,
-        endpoint: None,
-        ..S3Config::new("bkt")
-    };
+    let config = S3Config { region: None, endpoint: None, ..S3Config::new("bkt") };
     let err = S3Storage::new(config).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(err.to_string().contains("AWS_REGION"), "{err}");

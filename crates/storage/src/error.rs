@@ -33,12 +33,7 @@ pub struct StorageError {
 impl StorageError {
     /// A new error.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        StorageError {
-            kind,
-            key: None,
-            message: message.into(),
-            source: None,
-        }
+        StorageError { kind, key: None, message: message.into(), source: None }
     }
 
     /// Attach the key concerned.

@@ -53,15 +53,7 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 7] = [
-        Op::List,
-        Op::Get,
-        Op::GetRange,
-        Op::Stat,
-        Op::Put,
-        Op::PutOverwrite,
-        Op::Delete,
-    ];
+    const ALL: [Op; 7] = [Op::List, Op::Get, Op::GetRange, Op::Stat, Op::Put, Op::PutOverwrite, Op::Delete];
 
     fn index(self) -> usize {
         self as usize
@@ -116,12 +108,7 @@ pub struct Fault {
 impl Fault {
     /// A fault on every call of `op`, forever; narrow it with the other fields.
     pub fn new(op: Op, action: Action) -> Self {
-        Fault {
-            op: Some(op),
-            prefix: None,
-            times: None,
-            action,
-        }
+        Fault { op: Some(op), prefix: None, times: None, action }
     }
 
     fn matches(&self, op: Op, key: &str) -> bool {
@@ -163,10 +150,7 @@ struct Plan {
 impl<S: Storage> FaultStorage<S> {
     /// Wrap `inner` with no faults programmed.
     pub fn new(inner: S) -> Self {
-        FaultStorage {
-            inner,
-            state: Arc::default(),
-        }
+        FaultStorage { inner, state: Arc::default() }
     }
 
     /// The wrapped storage.
@@ -176,9 +160,7 @@ impl<S: Storage> FaultStorage<S> {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Every critical section leaves the state consistent, so a poisoned lock is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Add a fault after the existing ones.
@@ -188,10 +170,7 @@ impl<S: Storage> FaultStorage<S> {
 
     /// The next `n` calls of `op` fail with `kind`.
     pub fn fail_next(&self, op: Op, n: usize, kind: ErrorKind) {
-        self.add(Fault {
-            times: Some(n),
-            ..Fault::new(op, Action::Fail(kind))
-        });
+        self.add(Fault { times: Some(n), ..Fault::new(op, Action::Fail(kind)) });
     }
 
     /// Every call of `op` fails with `kind` until [`clear`](Self::clear).
@@ -202,10 +181,7 @@ impl<S: Storage> FaultStorage<S> {
     /// Every `put` and `put_overwrite` of a key under `prefix` fails with `kind`.
     pub fn fail_writes_under(&self, prefix: &str, kind: ErrorKind) {
         for op in [Op::Put, Op::PutOverwrite] {
-            self.add(Fault {
-                prefix: Some(prefix.to_owned()),
-                ..Fault::new(op, Action::Fail(kind))
-            });
+            self.add(Fault { prefix: Some(prefix.to_owned()), ..Fault::new(op, Action::Fail(kind)) });
         }
     }
 
@@ -213,10 +189,7 @@ impl<S: Storage> FaultStorage<S> {
     /// instead (a listing that broke after `entries` entries); shorter listings succeed.
     pub fn break_list_after(&self, entries: usize) {
         let kind = ErrorKind::Transient;
-        self.add(Fault {
-            op: None,
-            ..Fault::new(Op::List, Action::BreakListAfter { entries, kind })
-        });
+        self.add(Fault { op: None, ..Fault::new(Op::List, Action::BreakListAfter { entries, kind }) });
     }
 
     /// Every call of `op` first sleeps for `delay`.
@@ -227,11 +200,8 @@ impl<S: Storage> FaultStorage<S> {
     /// The next `n` writes (`put` or `put_overwrite`) land in the backend but report a transient
     /// error, as when the connection drops before the response arrives.
     pub fn drop_after_write(&self, n: usize) {
-        let fault = Fault {
-            op: None,
-            times: Some(n),
-            ..Fault::new(Op::Put, Action::FailAfterWrite(ErrorKind::Transient))
-        };
+        let fault =
+            Fault { op: None, times: Some(n), ..Fault::new(Op::Put, Action::FailAfterWrite(ErrorKind::Transient)) };
         self.add(fault);
     }
 
@@ -250,8 +220,7 @@ impl<S: Storage> FaultStorage<S> {
         state.calls[op.index()] += 1;
         let mut plan = Plan::default();
         for fault in state.faults.iter_mut().filter(|f| f.matches(op, key)) {
-            let decided =
-                plan.fail.is_some() || plan.fail_after_write.is_some() || plan.break_list.is_some();
+            let decided = plan.fail.is_some() || plan.fail_after_write.is_some() || plan.break_list.is_some();
             match fault.action {
                 Action::Delay(d) => plan.delay += d,
                 _ if decided => continue,
@@ -273,18 +242,11 @@ impl<S: Storage> FaultStorage<S> {
             std::thread::sleep(plan.delay);
         }
         if let Some(kind) = plan.fail {
-            return Err(injected(
-                kind,
-                format!("injected fault: {} failed", op.name()),
-                key,
-            ));
+            return Err(injected(kind, format!("injected fault: {} failed", op.name()), key));
         }
         let result = f()?;
         if let Some(kind) = plan.fail_after_write {
-            let message = format!(
-                "injected fault: {} landed but its response was lost",
-                op.name()
-            );
+            let message = format!("injected fault: {} landed but its response was lost", op.name());
             return Err(injected(kind, message, key));
         }
         Ok(result)
@@ -293,11 +255,7 @@ impl<S: Storage> FaultStorage<S> {
 
 fn injected(kind: ErrorKind, message: String, key: &str) -> StorageError {
     let err = StorageError::new(kind, message);
-    if key.is_empty() {
-        err
-    } else {
-        err.with_key(key)
-    }
+    if key.is_empty() { err } else { err.with_key(key) }
 }
 
 impl<S: Storage> Storage for FaultStorage<S> {
@@ -340,9 +298,7 @@ impl<S: Storage> Storage for FaultStorage<S> {
     }
 
     fn put_overwrite(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.call(Op::PutOverwrite, key, || {
-            self.inner.put_overwrite(key, data)
-        })
+        self.call(Op::PutOverwrite, key, || self.inner.put_overwrite(key, data))
     }
 
     fn delete(&self, key: &str) -> Result<()> {
@@ -371,14 +327,8 @@ mod tests {
     fn prefix_faults_hit_only_their_keys() {
         let s = FaultStorage::new(MemoryStorage::new());
         s.fail_writes_under("locks/", ErrorKind::PermissionDenied);
-        assert_eq!(
-            s.put("locks/1", b"").unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
-        assert_eq!(
-            s.put_overwrite("locks/1", b"").unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
+        assert_eq!(s.put("locks/1", b"").unwrap_err().kind(), ErrorKind::PermissionDenied);
+        assert_eq!(s.put_overwrite("locks/1", b"").unwrap_err().kind(), ErrorKind::PermissionDenied);
         s.put("data/1", b"").unwrap();
         s.clear();
         s.put("locks/1", b"").unwrap();
@@ -419,11 +369,7 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(s.stat("k").unwrap(), None);
         assert!(start.elapsed() >= Duration::from_millis(30));
-        s.add(Fault {
-            op: None,
-            times: Some(1),
-            ..Fault::new(Op::Get, Action::Fail(ErrorKind::Unreachable))
-        });
+        s.add(Fault { op: None, times: Some(1), ..Fault::new(Op::Get, Action::Fail(ErrorKind::Unreachable)) });
         assert_eq!(s.stat("k").unwrap_err().kind(), ErrorKind::Unreachable);
         assert_eq!(s.stat("k").unwrap(), None);
     }

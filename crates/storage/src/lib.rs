@@ -62,19 +62,15 @@ pub fn check_key(key: &str) -> Result<()> {
         key.split('/').find_map(|part| match part {
             "" => Some("it has an empty path component"),
             "." | ".." => Some("it has a '.' or '..' component"),
-            p if p.starts_with(local::TEMP_PREFIX) => {
-                Some("a component starts with the reserved '.tmp-'")
-            }
+            p if p.starts_with(local::TEMP_PREFIX) => Some("a component starts with the reserved '.tmp-'"),
             _ => None,
         })
     };
     match problem {
         None => Ok(()),
-        Some(why) => Err(StorageError::new(
-            ErrorKind::Permanent,
-            format!("invalid object key {key:?}: {why}"),
-        )
-        .with_key(key)),
+        Some(why) => {
+            Err(StorageError::new(ErrorKind::Permanent, format!("invalid object key {key:?}: {why}")).with_key(key))
+        }
     }
 }
 

@@ -62,8 +62,7 @@ impl LocalStorage {
     fn write_temp(&self, key: &str, target: &Path, data: &[u8]) -> Result<PathBuf> {
         let dir = target.parent().unwrap_or(&self.root);
         create_dirs(dir).map_err(|e| io_error(e, "create directory", dir, key))?;
-        let (tmp, mut file) =
-            create_temp(dir).map_err(|e| io_error(e, "create a file in", dir, key))?;
+        let (tmp, mut file) = create_temp(dir).map_err(|e| io_error(e, "create a file in", dir, key))?;
         let written = file.write_all(data).and_then(|()| file.sync_all());
         drop(file);
         if let Err(e) = written {
@@ -80,9 +79,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
     loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = dir.join(format!("{TEMP_PREFIX}{}-{n}-{nanos}", std::process::id()));
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(file) => return Ok((path, file)),
@@ -99,10 +96,7 @@ fn create_dirs(dir: &Path) -> io::Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => return Ok(()),
         Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -143,12 +137,7 @@ pub(crate) fn io_error(err: io::Error, action: &str, path: &Path, key: &str) -> 
         ErrorKind::StorageFull => ": free some space or raise the quota",
         _ => "",
     };
-    StorageError::new(
-        kind,
-        format!("cannot {action} {}: {err}{hint}", path.display()),
-    )
-    .with_key(key)
-    .with_source(err)
+    StorageError::new(kind, format!("cannot {action} {}: {err}{hint}", path.display())).with_key(key).with_source(err)
 }
 
 impl Storage for LocalStorage {
@@ -182,18 +171,13 @@ impl Storage for LocalStorage {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let path = self.path_of(key)?;
         let file = File::open(&path).map_err(|e| io_error(e, "open", &path, key))?;
-        let size = file
-            .metadata()
-            .map_err(|e| io_error(e, "stat", &path, key))?
-            .len();
+        let size = file.metadata().map_err(|e| io_error(e, "stat", &path, key))?.len();
         if range.start > range.end || range.end > size {
             return Err(range_error(key, &range, size));
         }
-        let len =
-            usize::try_from(range.end - range.start).map_err(|_| range_error(key, &range, size))?;
+        let len = usize::try_from(range.end - range.start).map_err(|_| range_error(key, &range, size))?;
         let mut buf = vec![0; len];
-        file.read_exact_at(&mut buf, range.start)
-            .map_err(|e| io_error(e, "read", &path, key))?;
+        file.read_exact_at(&mut buf, range.start).map_err(|e| io_error(e, "read", &path, key))?;
         Ok(buf)
     }
 
@@ -257,30 +241,19 @@ fn walk(dir: &Path, dir_key: &str, name_prefix: &str, out: &mut Vec<Entry>) -> R
         let Some(name) = name.to_str() else {
             return Err(StorageError::new(
                 ErrorKind::Permanent,
-                format!(
-                    "cannot list {}: {:?} is not UTF-8",
-                    dir.display(),
-                    entry.file_name()
-                ),
+                format!("cannot list {}: {:?} is not UTF-8", dir.display(), entry.file_name()),
             ));
         };
         if name.starts_with(TEMP_PREFIX) || !name.starts_with(name_prefix) {
             continue;
         }
         let key = format!("{dir_key}{name}");
-        let file_type = entry
-            .file_type()
-            .map_err(|e| io_error(e, "stat", &entry.path(), &key))?;
+        let file_type = entry.file_type().map_err(|e| io_error(e, "stat", &entry.path(), &key))?;
         if file_type.is_dir() {
             walk(&entry.path(), &format!("{key}/"), "", out)?;
         } else if file_type.is_file() {
-            let meta = entry
-                .metadata()
-                .map_err(|e| io_error(e, "stat", &entry.path(), &key))?;
-            out.push(Entry {
-                key,
-                size: meta.len(),
-            });
+            let meta = entry.metadata().map_err(|e| io_error(e, "stat", &entry.path(), &key))?;
+            out.push(Entry { key, size: meta.len() });
         }
         // Symlinks, sockets and the like are never written by this backend: not objects.
     }
@@ -342,18 +315,10 @@ mod tests {
             .into_iter()
             .map(|t| t.join().unwrap())
             .collect();
-        let winners: Vec<u8> = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok().copied())
-            .collect();
+        let winners: Vec<u8> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
         assert_eq!(winners.len(), 1, "{results:?}");
         assert!(results.iter().flatten().count() == 1);
-        assert!(
-            results
-                .iter()
-                .filter_map(|r| r.as_ref().err())
-                .all(|e| e.kind() == ErrorKind::AlreadyExists)
-        );
+        assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| e.kind() == ErrorKind::AlreadyExists));
         assert_eq!(s.get("data/k").unwrap(), [winners[0]; 1000]);
         assert_eq!(leftover_temp_files(s.root()), 0);
     }
@@ -374,41 +339,19 @@ mod tests {
     #[test]
     fn listing_is_recursive_prefixed_sorted_and_hides_temp_files() {
         let (_dir, s) = store();
-        for key in [
-            "data/ab/2",
-            "data/ab/1",
-            "data/ac/3",
-            "index/1",
-            "data0",
-            "keys/k",
-        ] {
+        for key in ["data/ab/2", "data/ab/1", "data/ac/3", "index/1", "data0", "keys/k"] {
             s.put(key, key.as_bytes()).unwrap();
         }
         // An in-flight write of another process, and a stray directory that is not an object.
         fs::write(s.root().join("data/ab/.tmp-999-0-0"), b"partial").unwrap();
         fs::create_dir_all(s.root().join("data/empty")).unwrap();
-        let keys = |p| {
-            s.list(p)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.key)
-                .collect::<Vec<_>>()
-        };
+        let keys = |p| s.list(p).unwrap().into_iter().map(|e| e.key).collect::<Vec<_>>();
         assert_eq!(keys("data/"), ["data/ab/1", "data/ab/2", "data/ac/3"]);
         assert_eq!(keys("data/ab"), ["data/ab/1", "data/ab/2"]);
-        assert_eq!(
-            keys("data"),
-            ["data/ab/1", "data/ab/2", "data/ac/3", "data0"]
-        );
+        assert_eq!(keys("data"), ["data/ab/1", "data/ab/2", "data/ac/3", "data0"]);
         assert_eq!(keys("").len(), 6);
         assert_eq!(keys("nothing/"), Vec::<String>::new());
-        assert_eq!(
-            s.list("index/").unwrap(),
-            [Entry {
-                key: "index/1".into(),
-                size: 7
-            }]
-        );
+        assert_eq!(s.list("index/").unwrap(), [Entry { key: "index/1".into(), size: 7 }]);
         assert!(s.list("../").is_err());
     }
 
@@ -442,11 +385,7 @@ mod tests {
         assert_eq!(s.stat("k").unwrap(), None);
         let err = s.get("k").unwrap_err();
         assert!(err.is_not_found());
-        assert!(
-            err.to_string()
-                .contains(&s.root().join("k").display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&s.root().join("k").display().to_string()), "{err}");
         assert!(s.get_range("k", 0..1).unwrap_err().is_not_found());
     }
 
@@ -454,34 +393,16 @@ mod tests {
     fn io_errors_map_to_kinds() {
         let p = Path::new("/repo/data/x");
         let kind = |e: io::Error| io_error(e, "write", p, "data/x").kind();
-        assert_eq!(
-            kind(io::Error::from_raw_os_error(28)),
-            ErrorKind::StorageFull
-        ); // ENOSPC
-        assert_eq!(
-            kind(io::Error::from_raw_os_error(122)),
-            ErrorKind::StorageFull
-        ); // EDQUOT
-        assert_eq!(
-            kind(io::Error::from_raw_os_error(13)),
-            ErrorKind::PermissionDenied
-        ); // EACCES
+        assert_eq!(kind(io::Error::from_raw_os_error(28)), ErrorKind::StorageFull); // ENOSPC
+        assert_eq!(kind(io::Error::from_raw_os_error(122)), ErrorKind::StorageFull); // EDQUOT
+        assert_eq!(kind(io::Error::from_raw_os_error(13)), ErrorKind::PermissionDenied); // EACCES
         assert_eq!(kind(io::Error::from_raw_os_error(2)), ErrorKind::NotFound);
-        assert_eq!(
-            kind(io::Error::from_raw_os_error(17)),
-            ErrorKind::AlreadyExists
-        );
+        assert_eq!(kind(io::Error::from_raw_os_error(17)), ErrorKind::AlreadyExists);
         assert_eq!(kind(io::Error::from_raw_os_error(5)), ErrorKind::Permanent); // EIO
-        assert_eq!(
-            kind(io::Error::from(io::ErrorKind::TimedOut)),
-            ErrorKind::Transient
-        );
+        assert_eq!(kind(io::Error::from(io::ErrorKind::TimedOut)), ErrorKind::Transient);
         let err = io_error(io::Error::from_raw_os_error(28), "write", p, "data/x");
         let text = err.to_string();
-        assert!(
-            text.contains("/repo/data/x") && text.contains("free some space"),
-            "{text}"
-        );
+        assert!(text.contains("/repo/data/x") && text.contains("free some space"), "{text}");
         assert_eq!(err.key(), Some("data/x"));
     }
 
@@ -501,10 +422,7 @@ mod tests {
             }
             Err(err) => {
                 assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-                assert!(
-                    err.to_string().contains(&data.display().to_string()),
-                    "{err}"
-                );
+                assert!(err.to_string().contains(&data.display().to_string()), "{err}");
             }
         }
     }

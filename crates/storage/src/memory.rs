@@ -35,9 +35,7 @@ impl MemoryStorage {
     fn objects(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         // A panic while holding the lock cannot leave the map half-updated: every critical section
         // is a single map operation. So a poisoned lock is still safe to use.
-        self.objects
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Change a stored object in place, bypassing every rule; `false` when `key` does not exist.
@@ -96,19 +94,13 @@ impl Storage for MemoryStorage {
             .objects()
             .range(prefix.to_owned()..)
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, bytes)| Entry {
-                key: key.clone(),
-                size: bytes.len() as u64,
-            })
+            .map(|(key, bytes)| Entry { key: key.clone(), size: bytes.len() as u64 })
             .collect())
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         check_key(key)?;
-        self.objects()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| not_found(key))
+        self.objects().get(key).cloned().ok_or_else(|| not_found(key))
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
@@ -119,9 +111,7 @@ impl Storage for MemoryStorage {
             .ok()
             .zip(usize::try_from(range.end).ok())
             .and_then(|(start, end)| bytes.get(start..end));
-        slice
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| range_error(key, &range, bytes.len() as u64))
+        slice.map(<[u8]>::to_vec).ok_or_else(|| range_error(key, &range, bytes.len() as u64))
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
@@ -154,21 +144,14 @@ impl Storage for MemoryStorage {
 
 /// The error for `put` of a key that exists, shared by the backends of this crate.
 pub(crate) fn already_exists(key: &str) -> StorageError {
-    StorageError::new(
-        ErrorKind::AlreadyExists,
-        "object already exists and is never overwritten",
-    )
-    .with_key(key)
+    StorageError::new(ErrorKind::AlreadyExists, "object already exists and is never overwritten").with_key(key)
 }
 
 /// The error for a byte range that is empty-reversed or reaches past the end of the object.
 pub(crate) fn range_error(key: &str, range: &Range<u64>, size: u64) -> StorageError {
     StorageError::new(
         ErrorKind::Permanent,
-        format!(
-            "byte range {}..{} is invalid for an object of {size} bytes",
-            range.start, range.end
-        ),
+        format!("byte range {}..{} is invalid for an object of {size} bytes", range.start, range.end),
     )
     .with_key(key)
 }
@@ -195,23 +178,11 @@ mod tests {
         for key in ["data/ab/1", "data/ac/2", "data/ab/0", "index/1", "data0"] {
             s.put(key, key.as_bytes()).unwrap();
         }
-        let keys = |p| {
-            s.list(p)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.key)
-                .collect::<Vec<_>>()
-        };
+        let keys = |p| s.list(p).unwrap().into_iter().map(|e| e.key).collect::<Vec<_>>();
         assert_eq!(keys("data/"), ["data/ab/0", "data/ab/1", "data/ac/2"]);
         assert_eq!(keys("data/ab"), ["data/ab/0", "data/ab/1"]);
         assert_eq!(keys("").len(), 5);
-        assert_eq!(
-            s.list("index/").unwrap(),
-            [Entry {
-                key: "index/1".into(),
-                size: 7
-            }]
-        );
+        assert_eq!(s.list("index/").unwrap(), [Entry { key: "index/1".into(), size: 7 }]);
     }
 
     #[test]
@@ -220,10 +191,7 @@ mod tests {
         s.put("k", b"0123456789").unwrap();
         assert_eq!(s.get_range("k", 2..5).unwrap(), b"234");
         assert_eq!(s.get_range("k", 10..10).unwrap(), b"");
-        assert_eq!(
-            s.get_range("k", 8..11).unwrap_err().kind(),
-            ErrorKind::Permanent
-        );
+        assert_eq!(s.get_range("k", 8..11).unwrap_err().kind(), ErrorKind::Permanent);
         assert_eq!(s.stat("k").unwrap(), Some(10));
         s.delete("k").unwrap();
         s.delete("k").unwrap();
@@ -249,14 +217,8 @@ mod tests {
     #[test]
     fn bad_keys_are_refused() {
         let s = MemoryStorage::new();
-        for key in [
-            "", "/a", "a/", "a//b", "a/../b", "./a", "a/.tmp-1", "a\\b", " a", "a\n",
-        ] {
-            assert_eq!(
-                s.put(key, b"").unwrap_err().kind(),
-                ErrorKind::Permanent,
-                "{key:?}"
-            );
+        for key in ["", "/a", "a/", "a//b", "a/../b", "./a", "a/.tmp-1", "a\\b", " a", "a\n"] {
+            assert_eq!(s.put(key, b"").unwrap_err().kind(), ErrorKind::Permanent, "{key:?}");
         }
     }
 }

@@ -43,12 +43,7 @@ pub struct RetryStorage<S> {
 impl<S: Storage> RetryStorage<S> {
     /// Wrap `inner` with the default policy.
     pub fn new(inner: S) -> Self {
-        RetryStorage {
-            inner,
-            attempts: 6,
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-        }
+        RetryStorage { inner, attempts: 6, min_delay: Duration::from_millis(200), max_delay: Duration::from_secs(5) }
     }
 
     /// Total number of attempts per operation, the first included (at least 1).
@@ -82,10 +77,7 @@ impl<S: Storage> RetryStorage<S> {
             .with_max_delay(self.max_delay)
             .with_max_times(self.attempts - 1)
             .with_jitter();
-        let result = (|| op())
-            .retry(backoff)
-            .when(StorageError::is_transient)
-            .call();
+        let result = (|| op()).retry(backoff).when(StorageError::is_transient).call();
         result.map_err(|err| {
             if !err.is_transient() {
                 return err;
@@ -163,9 +155,7 @@ mod tests {
     use crate::fault::{FaultStorage, Op};
 
     fn fast<S: Storage>(inner: S) -> RetryStorage<S> {
-        RetryStorage::new(inner)
-            .with_attempts(4)
-            .with_delays(Duration::from_millis(1), Duration::from_millis(4))
+        RetryStorage::new(inner).with_attempts(4).with_delays(Duration::from_millis(1), Duration::from_millis(4))
     }
 
     #[test]
@@ -190,10 +180,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Unreachable);
         assert_eq!(err.key(), Some("data/1"));
         let text = err.to_string();
-        assert!(
-            text.starts_with("storage at memory unreachable after 4 attempts: injected"),
-            "{text}"
-        );
+        assert!(text.starts_with("storage at memory unreachable after 4 attempts: injected"), "{text}");
         assert!(std::error::Error::source(&err).is_some());
         assert_eq!(faults.calls(Op::Get), 4);
     }
@@ -203,18 +190,12 @@ mod tests {
         let faults = FaultStorage::new(MemoryStorage::new());
         let s = fast(faults.clone());
         s.put("k", b"1").unwrap();
-        assert_eq!(
-            s.put("k", b"1").unwrap_err().kind(),
-            ErrorKind::AlreadyExists
-        );
+        assert_eq!(s.put("k", b"1").unwrap_err().kind(), ErrorKind::AlreadyExists);
         assert_eq!(faults.calls(Op::Put), 2);
         assert!(s.get("missing").unwrap_err().is_not_found());
         assert_eq!(faults.calls(Op::Get), 1);
         faults.fail_next(Op::Delete, 5, ErrorKind::PermissionDenied);
-        assert_eq!(
-            s.delete("k").unwrap_err().kind(),
-            ErrorKind::PermissionDenied
-        );
+        assert_eq!(s.delete("k").unwrap_err().kind(), ErrorKind::PermissionDenied);
         assert_eq!(faults.calls(Op::Delete), 1);
     }
 
@@ -235,10 +216,7 @@ mod tests {
         let s = fast(faults.clone());
         memory.insert_raw("data/1", b"someone else's".to_vec());
         faults.fail_next(Op::Put, 1, ErrorKind::Transient);
-        assert_eq!(
-            s.put("data/1", b"mine").unwrap_err().kind(),
-            ErrorKind::AlreadyExists
-        );
+        assert_eq!(s.put("data/1", b"mine").unwrap_err().kind(), ErrorKind::AlreadyExists);
         assert_eq!(memory.raw("data/1").unwrap(), b"someone else's");
     }
 

@@ -39,9 +39,7 @@ pub struct TestkitError {
 
 impl TestkitError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        TestkitError {
-            message: message.into(),
-        }
+        TestkitError { message: message.into() }
     }
 }
 
@@ -56,10 +54,8 @@ impl std::error::Error for TestkitError {}
 /// Whether tests must not skip for want of a service: `CI` is set (and not `false` or `0`), or
 /// `TIDEMARK_REQUIRE_S3=1`.
 pub fn services_required() -> bool {
-    let set = |name: &str| {
-        std::env::var(name)
-            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-    };
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"));
     set("CI") || set("TIDEMARK_REQUIRE_S3")
 }
 
@@ -74,8 +70,5 @@ pub fn skip_or_fail(test: &str, err: &dyn fmt::Display) {
     }
     // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, and a skip
     // must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {err} (set TIDEMARK_REQUIRE_S3=1 to make this a failure)"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {err} (set TIDEMARK_REQUIRE_S3=1 to make this a failure)");
 }

@@ -115,11 +115,7 @@ impl PgCluster {
              max_replication_slots = 10\nfsync = off\n",
         );
         if let Some(command) = &options.archive_command {
-            let _ = writeln!(
-                conf,
-                "archive_mode = on\narchive_command = '{}'",
-                command.replace('\'', "''")
-            );
+            let _ = writeln!(conf, "archive_mode = on\narchive_command = '{}'", command.replace('\'', "''"));
         }
         for line in &options.extra_conf {
             let _ = writeln!(conf, "{line}");
@@ -166,10 +162,7 @@ impl PgCluster {
         run(Command::new("cp").arg("-a").arg(dir).arg(&data))
             .map_err(|e| TestkitError::new(format!("cannot copy {}: {e}", dir.display())))?;
         if template.as_postgres {
-            run(Command::new("chown")
-                .arg("-R")
-                .arg("postgres:postgres")
-                .arg(&data))?;
+            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&data))?;
         }
         run(Command::new("chmod").arg("0700").arg(&data))?;
         write_file(&data.join("pg_hba.conf"), &hba(auth))?;
@@ -179,16 +172,10 @@ impl PgCluster {
         Self::start_in(template, root, data, auth)
     }
 
-    fn start_in(
-        template: &Template,
-        root: PathBuf,
-        data: PathBuf,
-        auth: Auth,
-    ) -> Result<PgCluster, TestkitError> {
+    fn start_in(template: &Template, root: PathBuf, data: PathBuf, auth: Auth) -> Result<PgCluster, TestkitError> {
         let socket_dir = root.join("s");
-        std::fs::create_dir_all(&socket_dir).map_err(|e| {
-            TestkitError::new(format!("cannot create {}: {e}", socket_dir.display()))
-        })?;
+        std::fs::create_dir_all(&socket_dir)
+            .map_err(|e| TestkitError::new(format!("cannot create {}: {e}", socket_dir.display())))?;
         template.chown(&root)?;
         let mut cluster = PgCluster {
             bin: template.bin.clone(),
@@ -213,11 +200,7 @@ impl PgCluster {
     }
 
     fn server_options(&self) -> String {
-        format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.socket_dir.display()
-        )
+        format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.socket_dir.display())
     }
 
     fn pg_ctl_start(&self) -> Result<(), TestkitError> {
@@ -247,11 +230,8 @@ impl PgCluster {
     fn wait_ready(&self) -> Result<(), TestkitError> {
         let deadline = Instant::now() + Duration::from_secs(u64::from(START_TIMEOUT_SECS));
         loop {
-            let tcp = TcpStream::connect_timeout(
-                &(Ipv4Addr::LOCALHOST, self.port).into(),
-                Duration::from_millis(200),
-            )
-            .is_ok();
+            let tcp = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, self.port).into(), Duration::from_millis(200))
+                .is_ok();
             if tcp && self.psql("SELECT 1").is_ok() {
                 return Ok(());
             }
@@ -269,9 +249,7 @@ impl PgCluster {
     fn pg_ctl(&self, args: &[&str]) -> Result<Output, TestkitError> {
         let mut command = self.server_command("pg_ctl");
         command.arg("-D").arg(&self.data).args(args);
-        command
-            .output()
-            .map_err(|e| TestkitError::new(format!("cannot run pg_ctl: {e}; {INSTALL_HINT}")))
+        command.output().map_err(|e| TestkitError::new(format!("cannot run pg_ctl: {e}; {INSTALL_HINT}")))
     }
 
     fn server_command(&self, program: &str) -> Command {
@@ -310,11 +288,7 @@ impl PgCluster {
 
     /// A connection string for the `postgres` superuser over the Unix socket.
     pub fn superuser_connstr(&self) -> String {
-        format!(
-            "host={} port={} user=postgres dbname=postgres",
-            self.socket_dir.display(),
-            self.port
-        )
+        format!("host={} port={} user=postgres dbname=postgres", self.socket_dir.display(), self.port)
     }
 
     /// The data directory (owned by `postgres`).
@@ -426,20 +400,14 @@ impl Template {
 
     fn chown(&self, path: &Path) -> Result<(), TestkitError> {
         if self.as_postgres {
-            run(Command::new("chown")
-                .arg("-R")
-                .arg("postgres:postgres")
-                .arg(path))?;
+            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(path))?;
         }
         Ok(())
     }
 }
 
 fn template() -> Result<&'static Template, TestkitError> {
-    TEMPLATE
-        .get_or_init(make_template)
-        .as_ref()
-        .map_err(Clone::clone)
+    TEMPLATE.get_or_init(make_template).as_ref().map_err(Clone::clone)
 }
 
 fn make_template() -> Result<Template, TestkitError> {
@@ -451,12 +419,7 @@ fn make_template() -> Result<Template, TestkitError> {
     let _ = std::fs::remove_dir_all(&process_root);
     std::fs::create_dir_all(&process_root)
         .map_err(|e| TestkitError::new(format!("cannot create {}: {e}", process_root.display())))?;
-    let template = Template {
-        bin,
-        as_postgres,
-        data: process_root.join("template"),
-        process_root,
-    };
+    let template = Template { bin, as_postgres, data: process_root.join("template"), process_root };
     template.chown(&template.process_root)?;
     initdb(&template.bin, as_postgres, &template.data)?;
     Ok(template)
@@ -467,15 +430,7 @@ fn initdb(bin: &Path, as_postgres: bool, data: &Path) -> Result<(), TestkitError
     let out = command_for(bin, as_postgres, "initdb")
         .arg("-D")
         .arg(data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "-N",
-        ])
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"])
         .output()
         .map_err(|e| TestkitError::new(format!("cannot run initdb: {e}; {INSTALL_HINT}")))?;
     if !out.status.success() {
@@ -566,9 +521,7 @@ fn hba(auth: Auth) -> String {
 }
 
 fn run(command: &mut Command) -> Result<(), TestkitError> {
-    let out = command
-        .output()
-        .map_err(|e| TestkitError::new(format!("cannot run {command:?}: {e}")))?;
+    let out = command.output().map_err(|e| TestkitError::new(format!("cannot run {command:?}: {e}")))?;
     if !out.status.success() {
         return Err(TestkitError::new(format!(
             "{command:?} failed ({}): {}",
@@ -590,8 +543,7 @@ fn append(path: &Path, text: &str) -> Result<(), TestkitError> {
 
 /// Write a file inside a data directory; files created by root there are handed to postgres.
 fn write_file(path: &Path, text: &str) -> Result<(), TestkitError> {
-    std::fs::write(path, text)
-        .map_err(|e| TestkitError::new(format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(path, text).map_err(|e| TestkitError::new(format!("cannot write {}: {e}", path.display())))?;
     if running_as_root() {
         run(Command::new("chown").arg("postgres:postgres").arg(path))?;
     }
@@ -609,20 +561,14 @@ fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
-    if tail.is_empty() {
-        "no server log output".to_owned()
-    } else {
-        format!("server log: {tail}")
-    }
+    if tail.is_empty() { "no server log output".to_owned() } else { format!("server log: {tail}") }
 }
 
 /// Whether PostgreSQL tests must not skip: `CI` is set (and not `false` or `0`), or
 /// `TIDEMARK_REQUIRE_PG=1` (or `TIDEMARK_REQUIRE_S3=1`, as for every service).
 pub fn pg_required() -> bool {
-    let set = |name: &str| {
-        std::env::var(name)
-            .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
-    };
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"));
     crate::services_required() || set("TIDEMARK_REQUIRE_PG")
 }
 
@@ -636,10 +582,7 @@ pub fn skip_or_fail_pg(test: &str, err: &dyn std::fmt::Display) {
     if pg_required() {
         panic!("{test}: {err}");
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {err} (set TIDEMARK_REQUIRE_PG=1 to make this a failure)"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {err} (set TIDEMARK_REQUIRE_PG=1 to make this a failure)");
 }
 
 #[cfg(test)]
@@ -654,13 +597,9 @@ mod tests {
         assert_eq!(pg.psql("SELECT 1 + 1").unwrap(), "2");
         assert_eq!(pg.psql("SHOW wal_level").unwrap(), "replica");
         assert_eq!(pg.psql("SHOW port").unwrap(), pg.port().to_string());
-        pg.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (7)")
-            .unwrap();
-        let roles = pg
-            .psql(&format!(
-                "SELECT rolreplication FROM pg_roles WHERE rolname = '{REPLICATION_USER}'"
-            ))
-            .unwrap();
+        pg.psql("CREATE TABLE t (x int); INSERT INTO t VALUES (7)").unwrap();
+        let roles =
+            pg.psql(&format!("SELECT rolreplication FROM pg_roles WHERE rolname = '{REPLICATION_USER}'")).unwrap();
         assert_eq!(roles, "t");
         pg.restart().unwrap();
         assert_eq!(pg.psql("SELECT x FROM t").unwrap(), "7");
@@ -683,25 +622,15 @@ mod tests {
         };
         let b = PgCluster::start(&options).unwrap();
         assert_ne!(a.port(), b.port());
-        let own = PgCluster::start(&PgOptions {
-            own_initdb: true,
-            ..PgOptions::default()
-        })
-        .unwrap();
+        let own = PgCluster::start(&PgOptions { own_initdb: true, ..PgOptions::default() }).unwrap();
         let sysid = "SELECT system_identifier FROM pg_control_system()";
         assert_ne!(a.psql(sysid).unwrap(), own.psql(sysid).unwrap());
         assert_eq!(b.psql("SELECT pg_is_in_recovery()").unwrap(), "t");
         assert_eq!(b.psql("SHOW archive_mode").unwrap(), "on");
         b.promote().unwrap();
         assert_eq!(b.psql("SELECT pg_is_in_recovery()").unwrap(), "f");
-        let tli = b
-            .psql("SELECT timeline_id FROM pg_control_checkpoint()")
-            .unwrap();
+        let tli = b.psql("SELECT timeline_id FROM pg_control_checkpoint()").unwrap();
         assert!(tli == "2" || tli == "1", "timeline {tli}");
-        assert_eq!(
-            b.psql("SELECT count(*) FROM pg_ls_waldir() WHERE name = '00000002.history'")
-                .unwrap(),
-            "1"
-        );
+        assert_eq!(b.psql("SELECT count(*) FROM pg_ls_waldir() WHERE name = '00000002.history'").unwrap(), "1");
     }
 }

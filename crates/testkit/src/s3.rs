@@ -93,10 +93,7 @@ impl S3Server {
 
     /// One server for the whole test process, started on first use. The process's exit stops it.
     pub fn shared() -> Result<&'static S3Server, TestkitError> {
-        SHARED
-            .get_or_init(S3Server::start)
-            .as_ref()
-            .map_err(Clone::clone)
+        SHARED.get_or_init(S3Server::start).as_ref().map_err(Clone::clone)
     }
 
     /// [`shared`](Self::shared), or `None` after a loud skip message when moto is missing.
@@ -117,13 +114,11 @@ impl S3Server {
     fn start_with(command: &[String]) -> Result<S3Server, TestkitError> {
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let log =
-            std::env::temp_dir().join(format!("tidemark-moto-{}-{port}.log", std::process::id()));
-        let log_file = File::create(&log)
-            .map_err(|e| TestkitError::new(format!("cannot create {}: {e}", log.display())))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(|e| TestkitError::new(format!("cannot open {}: {e}", log.display())))?;
+        let log = std::env::temp_dir().join(format!("tidemark-moto-{}-{port}.log", std::process::id()));
+        let log_file =
+            File::create(&log).map_err(|e| TestkitError::new(format!("cannot create {}: {e}", log.display())))?;
+        let log_err =
+            log_file.try_clone().map_err(|e| TestkitError::new(format!("cannot open {}: {e}", log.display())))?;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
@@ -135,16 +130,9 @@ impl S3Server {
             .stdout(log_file)
             .stderr(log_err)
             .spawn()
-            .map_err(|e| {
-                TestkitError::new(format!("cannot run sh to start {}: {e}", command.join(" ")))
-            })?;
+            .map_err(|e| TestkitError::new(format!("cannot run sh to start {}: {e}", command.join(" "))))?;
         let stdin = child.stdin.take();
-        let mut server = S3Server {
-            addr,
-            child,
-            stdin,
-            log,
-        };
+        let mut server = S3Server { addr, child, stdin, log };
         server.wait_ready(command)?;
         Ok(server)
     }
@@ -201,15 +189,8 @@ impl S3Server {
     /// (no `/PREFIX` when `prefix` is empty).
     pub fn url(&self, bucket: &str, prefix: &str) -> String {
         let prefix = prefix.trim_matches('/');
-        let path = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("/{prefix}")
-        };
-        format!(
-            "s3://{bucket}{path}?endpoint={}&region={REGION}&path_style=true",
-            self.endpoint()
-        )
+        let path = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
+        format!("s3://{bucket}{path}?endpoint={}&region={REGION}&path_style=true", self.endpoint())
     }
 
     /// Create a plain bucket.
@@ -218,29 +199,15 @@ impl S3Server {
     }
 
     /// Create a bucket with versioning or Object Lock.
-    pub fn create_bucket_with(
-        &self,
-        name: &str,
-        options: &BucketOptions,
-    ) -> Result<(), TestkitError> {
+    pub fn create_bucket_with(&self, name: &str, options: &BucketOptions) -> Result<(), TestkitError> {
         let lock_header = [("x-amz-bucket-object-lock-enabled", "true")];
-        let headers: &[(&str, &str)] = if options.object_lock {
-            &lock_header
-        } else {
-            &[]
-        };
+        let headers: &[(&str, &str)] = if options.object_lock { &lock_header } else { &[] };
         self.expect_ok("create bucket", "PUT", &format!("/{name}"), headers, "")?;
         if options.versioning && !options.object_lock {
             let body = format!(
                 "<VersioningConfiguration xmlns=\"{XMLNS}\"><Status>Enabled</Status></VersioningConfiguration>"
             );
-            self.expect_ok(
-                "enable versioning",
-                "PUT",
-                &format!("/{name}?versioning"),
-                &[],
-                &body,
-            )?;
+            self.expect_ok("enable versioning", "PUT", &format!("/{name}?versioning"), &[], &body)?;
         }
         if let Some(retention) = options.default_retention {
             let mode = match retention.mode {
@@ -253,13 +220,7 @@ impl S3Server {
                  </ObjectLockConfiguration>",
                 retention.days
             );
-            self.expect_ok(
-                "set default retention",
-                "PUT",
-                &format!("/{name}?object-lock"),
-                &[],
-                &body,
-            )?;
+            self.expect_ok("set default retention", "PUT", &format!("/{name}?object-lock"), &[], &body)?;
         }
         Ok(())
     }
@@ -271,11 +232,7 @@ impl S3Server {
 
     /// [`new_bucket`](Self::new_bucket) with options.
     pub fn new_bucket_with(&self, options: &BucketOptions) -> Result<String, TestkitError> {
-        let name = format!(
-            "tm-{}-{}",
-            std::process::id(),
-            BUCKETS.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("tm-{}-{}", std::process::id(), BUCKETS.fetch_add(1, Ordering::Relaxed));
         self.create_bucket_with(&name, options)?;
         Ok(name)
     }
@@ -339,26 +296,17 @@ fn server_command() -> Result<Vec<String>, TestkitError> {
         return Ok(vec![path.to_string_lossy().into_owned()]);
     }
     let python = find_on_path("python3").ok_or_else(|| {
-        TestkitError::new(format!(
-            "moto is not installed (no moto_server and no python3 on PATH); {INSTALL_HINT}"
-        ))
+        TestkitError::new(format!("moto is not installed (no moto_server and no python3 on PATH); {INSTALL_HINT}"))
     })?;
-    let probe = Command::new(&python)
-        .args(["-c", "import moto.server"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let probe =
+        Command::new(&python).args(["-c", "import moto.server"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     if !probe.is_ok_and(|status| status.success()) {
         return Err(TestkitError::new(format!(
             "moto is not installed ({} cannot import moto.server); {INSTALL_HINT}",
             python.display()
         )));
     }
-    Ok(vec![
-        python.to_string_lossy().into_owned(),
-        "-m".into(),
-        "moto.server".into(),
-    ])
+    Ok(vec![python.to_string_lossy().into_owned(), "-m".into(), "moto.server".into()])
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -366,20 +314,12 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-    if tail.is_empty() {
-        "no output".to_owned()
-    } else {
-        format!("last output: {tail}")
-    }
+    if tail.is_empty() { "no output".to_owned() } else { format!("last output: {tail}") }
 }

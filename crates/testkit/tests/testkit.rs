@@ -26,10 +26,7 @@ fn s3_server_starts_makes_buckets_and_stops_on_drop() {
     server.create_bucket("plain-bucket").unwrap();
     let err = server.create_bucket("x").unwrap_err();
     assert!(err.to_string().contains("create bucket"), "{err}");
-    let versioned = BucketOptions {
-        versioning: true,
-        ..BucketOptions::default()
-    };
+    let versioned = BucketOptions { versioning: true, ..BucketOptions::default() };
     let a = server.new_bucket_with(&versioned).unwrap();
     let b = server.new_bucket().unwrap();
     assert_ne!(a, b);
@@ -42,10 +39,7 @@ fn s3_server_starts_makes_buckets_and_stops_on_drop() {
     assert!(!log.exists());
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "moto still answers on {port} after drop"
-        );
+        assert!(Instant::now() < deadline, "moto still answers on {port} after drop");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -5,20 +5,10 @@ use super::*;
 /// Small chunker parameters so that short inputs hold many chunks.
 fn arb_small_params() -> impl Strategy<Value = ChunkerParams> {
     (
-        prop::sample::select(vec![
-            (64u32, 256u32, 1024u32),
-            (128, 512, 4096),
-            (1024, 4096, 16384),
-            (64, 1024, 1024),
-        ]),
+        prop::sample::select(vec![(64u32, 256u32, 1024u32), (128, 512, 4096), (1024, 4096, 16384), (64, 1024, 1024)]),
         any::<u64>(),
     )
-        .prop_map(|((min_size, avg_size, max_size), seed)| ChunkerParams {
-            min_size,
-            avg_size,
-            max_size,
-            seed,
-        })
+        .prop_map(|((min_size, avg_size, max_size), seed)| ChunkerParams { min_size, avg_size, max_size, seed })
 }
 
 /// Pseudo-random data with runs of zeros (which force max-size cuts).
@@ -110,14 +100,7 @@ fn stream_chunker_default_params_large_input() {
     let expected = chunk_lengths(&params, &data);
     assert!(expected.contains(&(8 << 20)));
     for sizes in [vec![1 << 20], vec![4096, 0, 3 << 20, 7], vec![100 << 20]] {
-        let (lengths, all) = stream_lengths(
-            ChoppyReader {
-                data: &data,
-                sizes,
-                turn: 0,
-            },
-            params,
-        );
+        let (lengths, all) = stream_lengths(ChoppyReader { data: &data, sizes, turn: 0 }, params);
         assert_eq!(lengths, expected);
         assert!(all == data);
     }
@@ -125,12 +108,7 @@ fn stream_chunker_default_params_large_input() {
 
 #[test]
 fn stream_chunker_reset_reuses_buffer() {
-    let params = ChunkerParams {
-        min_size: 1024,
-        avg_size: 4096,
-        max_size: 16384,
-        seed: 1,
-    };
+    let params = ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384, seed: 1 };
     let a = xof(b"a", 100_000);
     let b = xof(b"b", 50_000);
     let mut chunker = StreamChunker::new(&a[..], params);
@@ -159,26 +137,14 @@ fn stream_chunker_reports_read_errors() {
 #[test]
 fn chunker_params_validate() {
     assert!(ChunkerParams::with_seed(5).validate().is_ok());
-    for (min_size, avg_size, max_size) in [
-        (0, 1024, 4096),
-        (1025, 2048, 4096),
-        (4096, 2048, 8192),
-        (1024, 2048, 32 << 20),
-        (64, 8 << 20, 16 << 20),
-    ] {
-        let params = ChunkerParams {
-            min_size,
-            avg_size,
-            max_size,
-            seed: 0,
-        };
+    for (min_size, avg_size, max_size) in
+        [(0, 1024, 4096), (1025, 2048, 4096), (4096, 2048, 8192), (1024, 2048, 32 << 20), (64, 8 << 20, 16 << 20)]
+    {
+        let params = ChunkerParams { min_size, avg_size, max_size, seed: 0 };
         assert!(params.validate().is_err(), "{params:?}");
         // Invalid parameters are clamped, never a panic.
         let data = xof(b"x", 70_000);
-        assert_eq!(
-            chunk_lengths(&params, &data).iter().sum::<usize>(),
-            data.len()
-        );
+        assert_eq!(chunk_lengths(&params, &data).iter().sum::<usize>(), data.len());
         let (lengths, _) = stream_lengths(&data[..], params);
         assert_eq!(lengths, chunk_lengths(&params, &data));
     }

@@ -111,18 +111,11 @@ fn decompress_limits_and_modes() {
     // The same without a content size in the frame header (streaming encoder).
     let mut encoder = zstd::stream::write::Encoder::new(vec![1u8], 1).unwrap();
     encoder.include_contentsize(false).unwrap();
-    io::copy(
-        &mut io::repeat(0).take(compression::MAX_DECOMPRESSED_LEN as u64 + 1),
-        &mut encoder,
-    )
-    .unwrap();
+    io::copy(&mut io::repeat(0).take(compression::MAX_DECOMPRESSED_LEN as u64 + 1), &mut encoder).unwrap();
     assert!(corrupt(decompress(&encoder.finish().unwrap(), 0)));
     // Frames without a content size within the cap decode.
     let mut encoder = zstd::stream::write::Encoder::new(vec![1u8], 3).unwrap();
     encoder.include_contentsize(false).unwrap();
     io::Write::write_all(&mut encoder, &b"x".repeat(100_000)).unwrap();
-    assert_eq!(
-        decompress(&encoder.finish().unwrap(), 0).unwrap(),
-        b"x".repeat(100_000)
-    );
+    assert_eq!(decompress(&encoder.finish().unwrap(), 0).unwrap(), b"x".repeat(100_000));
 }

@@ -3,8 +3,7 @@
 use super::*;
 
 fn arb_timestamp() -> impl Strategy<Value = Timestamp> {
-    (-62_000_000_000i64..250_000_000_000, 0i32..1_000_000_000)
-        .prop_map(|(s, ns)| Timestamp::new(s, ns).unwrap())
+    (-62_000_000_000i64..250_000_000_000, 0i32..1_000_000_000).prop_map(|(s, ns)| Timestamp::new(s, ns).unwrap())
 }
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -16,12 +15,8 @@ fn arb_map() -> impl Strategy<Value = BTreeMap<String, String>> {
 }
 
 fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
-    let summary = (
-        prop::option::of(arb_timestamp()),
-        prop::option::of(arb_timestamp()),
-        any::<[u64; 10]>(),
-    )
-        .prop_map(|(s, e, n)| SnapshotSummary {
+    let summary = (prop::option::of(arb_timestamp()), prop::option::of(arb_timestamp()), any::<[u64; 10]>()).prop_map(
+        |(s, e, n)| SnapshotSummary {
             backup_start: s,
             backup_end: e,
             files_new: n[0],
@@ -34,15 +29,10 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
             data_added_packed: n[7],
             total_files: n[8],
             total_bytes: n[9],
-        });
+        },
+    );
     (
-        (
-            arb_timestamp(),
-            arb_string(),
-            arb_string(),
-            arb_string(),
-            prop::option::of(arb_string()),
-        ),
+        (arb_timestamp(), arb_string(), arb_string(), arb_string(), prop::option::of(arb_string())),
         (
             prop::collection::vec(arb_string(), 0..3),
             prop::collection::vec(arb_string(), 0..3),
@@ -51,25 +41,8 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
         (arb_id(), arb_string(), prop::option::of(summary), arb_map()),
     )
         .prop_map(
-            |(
-                (time, hostname, username, kind, source),
-                (paths, tags, parent),
-                (tree, program, summary, extra),
-            )| {
-                Snapshot {
-                    time,
-                    hostname,
-                    username,
-                    kind,
-                    source,
-                    paths,
-                    tags,
-                    parent,
-                    tree,
-                    program,
-                    summary,
-                    extra,
-                }
+            |((time, hostname, username, kind, source), (paths, tags, parent), (tree, program, summary, extra))| {
+                Snapshot { time, hostname, username, kind, source, paths, tags, parent, tree, program, summary, extra }
             },
         )
 }
@@ -79,33 +52,11 @@ fn arb_node() -> impl Strategy<Value = Node> {
         (
             arb_string(),
             prop::option::of(prop::collection::vec(any::<u8>(), 0..10)),
-            prop::sample::select(vec![
-                NodeType::File,
-                NodeType::Dir,
-                NodeType::Symlink,
-                NodeType::Other,
-            ]),
+            prop::sample::select(vec![NodeType::File, NodeType::Dir, NodeType::Symlink, NodeType::Other]),
         ),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u32>(),
-            arb_string(),
-            arb_string(),
-        ),
-        (
-            any::<i64>(),
-            any::<i64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-        ),
-        (
-            prop::collection::vec(arb_id(), 0..3),
-            prop::option::of(arb_id()),
-            prop::option::of(arb_string()),
-            arb_map(),
-        ),
+        (any::<u32>(), any::<u32>(), any::<u32>(), arb_string(), arb_string()),
+        (any::<i64>(), any::<i64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        (prop::collection::vec(arb_id(), 0..3), prop::option::of(arb_id()), prop::option::of(arb_string()), arb_map()),
     )
         .prop_map(
             |(
@@ -140,26 +91,21 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
 }
 
 fn arb_index() -> impl Strategy<Value = IndexFile> {
-    let blob = (
-        arb_id(),
-        any::<bool>(),
-        any::<u64>(),
-        any::<u32>(),
-        any::<u32>(),
-    )
-        .prop_map(|(id, tree, offset, length, raw_length)| IndexBlob {
+    let blob = (arb_id(), any::<bool>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+        |(id, tree, offset, length, raw_length)| IndexBlob {
             id,
             blob_type: if tree { BlobType::Tree } else { BlobType::Data },
             offset,
             length,
             raw_length,
-        });
-    let pack = (arb_id(), any::<u64>(), prop::collection::vec(blob, 0..4))
-        .prop_map(|(id, size, blobs)| IndexPack { id, size, blobs });
-    (
-        prop::collection::vec(arb_id(), 0..3),
-        prop::collection::vec(pack, 0..4),
-    )
+        },
+    );
+    let pack = (arb_id(), any::<u64>(), prop::collection::vec(blob, 0..4)).prop_map(|(id, size, blobs)| IndexPack {
+        id,
+        size,
+        blobs,
+    });
+    (prop::collection::vec(arb_id(), 0..3), prop::collection::vec(pack, 0..4))
         .prop_map(|(supersedes, packs)| IndexFile { supersedes, packs })
 }
 
@@ -208,38 +154,16 @@ fn config_key_and_lock_json_round_trip() {
         compression_level: -3,
     };
     let sealed = object::encode_json(&key, ObjectType::Config, &repo, &config, &[1; 24]);
-    assert_eq!(
-        object::decode_json::<RepoConfig>(&key, ObjectType::Config, &repo, &sealed).unwrap(),
-        config
-    );
+    assert_eq!(object::decode_json::<RepoConfig>(&key, ObjectType::Config, &repo, &sealed).unwrap(), config);
     let err = object::decode_json::<Lock>(&key, ObjectType::Config, &repo, &sealed).unwrap_err();
-    assert!(
-        matches!(err, FormatError::Json { what: "config", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, FormatError::Json { what: "config", .. }), "{err}");
 
-    let marker = RepoMarker {
-        format: "tidemark".into(),
-        version: 1,
-        id: repo,
-    };
+    let marker = RepoMarker { format: "tidemark".into(), version: 1, id: repo };
     let json = serde_json::to_string(&marker).unwrap();
     assert_eq!(serde_json::from_str::<RepoMarker>(&json).unwrap(), marker);
 
-    for kdf in [
-        Kdf::Argon2id {
-            params: KdfParams::DEFAULT,
-            salt: vec![7; 16],
-        },
-        Kdf::Keyfile,
-    ] {
-        let file = KeyFile {
-            created: t,
-            host: "h".into(),
-            username: "u".into(),
-            kdf,
-            data: vec![3; 104],
-        };
+    for kdf in [Kdf::Argon2id { params: KdfParams::DEFAULT, salt: vec![7; 16] }, Kdf::Keyfile] {
+        let file = KeyFile { created: t, host: "h".into(), username: "u".into(), kdf, data: vec![3; 104] };
         let json = serde_json::to_string(&file).unwrap();
         assert_eq!(serde_json::from_str::<KeyFile>(&json).unwrap(), file);
     }
@@ -254,8 +178,5 @@ fn config_key_and_lock_json_round_trip() {
     };
     let id = Id::from_bytes([2; 32]);
     let sealed = object::encode_json(&key, ObjectType::Lock, &id, &lock, &[2; 24]);
-    assert_eq!(
-        object::decode_json::<Lock>(&key, ObjectType::Lock, &id, &sealed).unwrap(),
-        lock
-    );
+    assert_eq!(object::decode_json::<Lock>(&key, ObjectType::Lock, &id, &sealed).unwrap(), lock);
 }

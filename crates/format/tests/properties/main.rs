@@ -8,12 +8,10 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 use tidemark_format::chunker::{ChunkerParams, StreamChunker, chunk_lengths};
 use tidemark_format::compression::{self, Compression, compress_into, decompress};
-use tidemark_format::keys::{
-    KdfParams, derive_from_keyfile, derive_from_password, unwrap_master_key, wrap_master_key,
-};
+use tidemark_format::keys::{KdfParams, derive_from_keyfile, derive_from_password, unwrap_master_key, wrap_master_key};
 use tidemark_format::objects::{
-    IndexBlob, IndexFile, IndexPack, Kdf, KeyFile, Lock, Node, NodeType, RepoConfig, RepoMarker,
-    Snapshot, SnapshotSummary, Tree,
+    IndexBlob, IndexFile, IndexPack, Kdf, KeyFile, Lock, Node, NodeType, RepoConfig, RepoMarker, Snapshot,
+    SnapshotSummary, Tree,
 };
 use tidemark_format::pack::{self, BlobType, HeaderRead, PackWriter, read_header};
 use tidemark_format::{FormatError, Id, MasterKey, ObjectType, aead, object};
@@ -42,10 +40,7 @@ fn master(seed: u8) -> MasterKey {
 
 fn xof(seed: &[u8], len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(seed)
-        .finalize_xof()
-        .fill(&mut out);
+    blake3::Hasher::new().update(seed).finalize_xof().fill(&mut out);
     out
 }
 

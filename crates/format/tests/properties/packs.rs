@@ -65,9 +65,7 @@ fn read_header_trailer_errors() {
     let key = master(0);
     let (_, bytes, _) = PackWriter::default().finish(&key, &[0; 24]);
     assert_eq!(bytes.len(), 40 + pack::TRAILER_LEN);
-    assert!(
-        matches!(read_header(&key, &bytes, bytes.len() as u64).unwrap(), HeaderRead::Entries(e) if e.is_empty())
-    );
+    assert!(matches!(read_header(&key, &bytes, bytes.len() as u64).unwrap(), HeaderRead::Entries(e) if e.is_empty()));
     assert!(matches!(
         read_header(&key, &bytes[bytes.len() - 3..], bytes.len() as u64).unwrap(),
         HeaderRead::NeedMore(9)
@@ -80,10 +78,7 @@ fn read_header_trailer_errors() {
     *newer.last_mut().unwrap() = 2;
     assert!(matches!(
         read_header(&key, &newer, newer.len() as u64),
-        Err(FormatError::UnsupportedVersion {
-            found: 2,
-            supported: 1
-        })
+        Err(FormatError::UnsupportedVersion { found: 2, supported: 1 })
     ));
     let mut bad_magic = bytes.clone();
     let n = bad_magic.len();
@@ -93,8 +88,5 @@ fn read_header_trailer_errors() {
     // Blobs that do not fill the space before the header.
     let mut padded = vec![0u8; 10];
     padded.extend_from_slice(&bytes);
-    assert!(matches!(
-        read_header(&key, &padded, padded.len() as u64),
-        Err(FormatError::Corrupt { .. })
-    ));
+    assert!(matches!(read_header(&key, &padded, padded.len() as u64), Err(FormatError::Corrupt { .. })));
 }

@@ -50,90 +50,20 @@ proptest! {
 #[test]
 fn kdf_limits() {
     let salt = [9u8; 16];
-    let too_large = |p: KdfParams| {
-        matches!(
-            derive_from_password(b"pw", &salt, &p),
-            Err(FormatError::KdfParamsTooLarge(_))
-        )
-    };
-    assert!(too_large(KdfParams {
-        m_kib: KdfParams::MAX.m_kib + 1,
-        t: 1,
-        p: 1
-    }));
-    assert!(too_large(KdfParams {
-        m_kib: 1024,
-        t: KdfParams::MAX.t + 1,
-        p: 1
-    }));
-    assert!(too_large(KdfParams {
-        m_kib: 1024,
-        t: 1,
-        p: KdfParams::MAX.p + 1
-    }));
-    assert!(too_large(KdfParams {
-        m_kib: u32::MAX,
-        t: u32::MAX,
-        p: u32::MAX
-    }));
-    let corrupt = |salt: &[u8], p: KdfParams| {
-        matches!(
-            derive_from_password(b"pw", salt, &p),
-            Err(FormatError::Corrupt { .. })
-        )
-    };
-    assert!(corrupt(
-        &salt[..15],
-        KdfParams {
-            m_kib: 1024,
-            t: 1,
-            p: 1
-        }
-    ));
-    assert!(corrupt(
-        &salt,
-        KdfParams {
-            m_kib: 7,
-            t: 1,
-            p: 1
-        }
-    ));
-    assert!(corrupt(
-        &salt,
-        KdfParams {
-            m_kib: 64,
-            t: 1,
-            p: 16
-        }
-    ));
-    assert!(corrupt(
-        &salt,
-        KdfParams {
-            m_kib: 1024,
-            t: 0,
-            p: 1
-        }
-    ));
-    assert!(corrupt(
-        &salt,
-        KdfParams {
-            m_kib: 1024,
-            t: 1,
-            p: 0
-        }
-    ));
-    assert!(
-        derive_from_password(
-            b"pw",
-            &salt,
-            &KdfParams {
-                m_kib: 8,
-                t: 1,
-                p: 1
-            }
-        )
-        .is_ok()
-    );
+    let too_large =
+        |p: KdfParams| matches!(derive_from_password(b"pw", &salt, &p), Err(FormatError::KdfParamsTooLarge(_)));
+    assert!(too_large(KdfParams { m_kib: KdfParams::MAX.m_kib + 1, t: 1, p: 1 }));
+    assert!(too_large(KdfParams { m_kib: 1024, t: KdfParams::MAX.t + 1, p: 1 }));
+    assert!(too_large(KdfParams { m_kib: 1024, t: 1, p: KdfParams::MAX.p + 1 }));
+    assert!(too_large(KdfParams { m_kib: u32::MAX, t: u32::MAX, p: u32::MAX }));
+    let corrupt =
+        |salt: &[u8], p: KdfParams| matches!(derive_from_password(b"pw", salt, &p), Err(FormatError::Corrupt { .. }));
+    assert!(corrupt(&salt[..15], KdfParams { m_kib: 1024, t: 1, p: 1 }));
+    assert!(corrupt(&salt, KdfParams { m_kib: 7, t: 1, p: 1 }));
+    assert!(corrupt(&salt, KdfParams { m_kib: 64, t: 1, p: 16 }));
+    assert!(corrupt(&salt, KdfParams { m_kib: 1024, t: 0, p: 1 }));
+    assert!(corrupt(&salt, KdfParams { m_kib: 1024, t: 1, p: 0 }));
+    assert!(derive_from_password(b"pw", &salt, &KdfParams { m_kib: 8, t: 1, p: 1 }).is_ok());
 }
 
 #[test]
@@ -141,24 +71,14 @@ fn key_wrapping() {
     let key = master(1);
     let id = Id::from_bytes([3; 32]);
     let salt = [1u8; 16];
-    let params = KdfParams {
-        m_kib: 256,
-        t: 1,
-        p: 1,
-    };
+    let params = KdfParams { m_kib: 256, t: 1, p: 1 };
     let user = derive_from_password(b"secret", &salt, &params).unwrap();
     let wrapped = wrap_master_key(&user, &key, &id, &[5; 24]);
     assert_eq!(wrapped.len(), 24 + 64 + 16);
     assert_eq!(unwrap_master_key(&user, &id, &wrapped).unwrap(), key);
     let wrong = derive_from_password(b"Secret", &salt, &params).unwrap();
-    assert!(matches!(
-        unwrap_master_key(&wrong, &id, &wrapped),
-        Err(FormatError::WrongKey)
-    ));
-    assert!(matches!(
-        unwrap_master_key(&user, &Id::default(), &wrapped),
-        Err(FormatError::WrongKey)
-    ));
+    assert!(matches!(unwrap_master_key(&wrong, &id, &wrapped), Err(FormatError::WrongKey)));
+    assert!(matches!(unwrap_master_key(&user, &Id::default(), &wrapped), Err(FormatError::WrongKey)));
     // Authentic but not 64 bytes: corrupt, not a wrong key.
     let file_user = derive_from_keyfile(&[1u8; 40]).unwrap();
     let short = aead::seal(
@@ -168,10 +88,7 @@ fn key_wrapping() {
         &id,
         &[0; 32],
     );
-    assert!(matches!(
-        unwrap_master_key(&file_user, &id, &short),
-        Err(FormatError::Corrupt { .. })
-    ));
+    assert!(matches!(unwrap_master_key(&file_user, &id, &short), Err(FormatError::Corrupt { .. })));
     let err = derive_from_keyfile(&[0u8; 31]).unwrap_err();
     assert!(matches!(err, FormatError::KeyFileTooShort { len: 31 }));
     assert!(err.to_string().contains("at least 32"));

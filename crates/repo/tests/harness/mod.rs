@@ -19,7 +19,12 @@ pub fn password() -> Credential {
 }
 
 pub fn fast_options() -> InitOptions {
-    InitOptions { kdf: KdfParams { m_kib: 1024, t: 1, p: 1 }, pack_size: 64 * 1024, compression_level: 1, shared_ids: None }
+    InitOptions {
+        kdf: KdfParams { m_kib: 1024, t: 1, p: 1 },
+        pack_size: 64 * 1024,
+        compression_level: 1,
+        shared_ids: None,
+    }
 }
 
 pub fn short_locks() -> LockOptions {

@@ -125,10 +125,8 @@ impl Config {
     /// Read and validate the config file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ServiceError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ServiceError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -196,21 +194,12 @@ fn read_config(doc: &mut Doc<'_>, root: &Table<'_, '_>, file: &str) -> Option<Co
         .into_iter()
         .filter_map(|(span, entries)| source::read_notify(doc, span, entries))
         .collect();
-    Some(Config {
-        file: file.to_string(),
-        server: server?,
-        repositories,
-        sources,
-        notify,
-    })
+    Some(Config { file: file.to_string(), server: server?, repositories, sources, notify })
 }
 
 impl<'a, 'i> Table<'a, 'i> {
     /// [`Table::sub_tables`], refusing names that cannot appear in an API path.
-    fn sub_tables_checked(
-        &self,
-        doc: &mut Doc<'_>,
-    ) -> Vec<(Spanned<String>, &'a toml::de::DeTable<'i>)> {
+    fn sub_tables_checked(&self, doc: &mut Doc<'_>) -> Vec<(Spanned<String>, &'a toml::de::DeTable<'i>)> {
         let mut out = self.sub_tables(doc);
         out.retain(|(name, _)| {
             let ok = is_valid_name(name.get_ref());
@@ -233,22 +222,14 @@ impl<'a, 'i> Table<'a, 'i> {
 
 fn is_valid_name(name: &str) -> bool {
     name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
     let Some((entries, span)) = root.table(doc, "server") else {
         if root.entry("server").is_none() {
-            doc.error(
-                &(0..0),
-                "missing table [server]; add [server] with state_dir = \"/var/lib/tidemark\"",
-            );
+            doc.error(&(0..0), "missing table [server]; add [server] with state_dir = \"/var/lib/tidemark\"");
         }
         return None;
     };
@@ -283,9 +264,8 @@ fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
             None
         }),
     };
-    let state_dir = t
-        .required_string(doc, "state_dir", "/var/lib/tidemark")
-        .and_then(|s| absolute_path(doc, &t, "state_dir", s));
+    let state_dir =
+        t.required_string(doc, "state_dir", "/var/lib/tidemark").and_then(|s| absolute_path(doc, &t, "state_dir", s));
     let allow = t.strings(doc, "allow").map(|list| {
         if let (true, Some((key_span, _))) = (list.is_empty(), t.entry("allow")) {
             doc.error(
@@ -296,24 +276,17 @@ fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
         }
         networks(doc, "allow", list)
     });
-    let trusted_proxies = t
-        .strings(doc, "trusted_proxies")
-        .map(|list| networks(doc, "trusted_proxies", list))
-        .unwrap_or_default();
-    let link_secret_file = t
-        .string(doc, "link_secret_file")
-        .and_then(|s| absolute_path(doc, &t, "link_secret_file", s));
+    let trusted_proxies =
+        t.strings(doc, "trusted_proxies").map(|list| networks(doc, "trusted_proxies", list)).unwrap_or_default();
+    let link_secret_file =
+        t.string(doc, "link_secret_file").and_then(|s| absolute_path(doc, &t, "link_secret_file", s));
     let hour = SignedDuration::from_hours(1);
     let link_ttl = duration(doc, &t, "link_ttl");
     let link_max_ttl = duration(doc, &t, "link_max_ttl");
-    let (ttl, max) = (
-        link_ttl.as_ref().map_or(hour, |d| *d.get_ref()),
-        link_max_ttl.as_ref().map_or(hour, |d| *d.get_ref()),
-    );
+    let (ttl, max) =
+        (link_ttl.as_ref().map_or(hour, |d| *d.get_ref()), link_max_ttl.as_ref().map_or(hour, |d| *d.get_ref()));
     if ttl > max {
-        let span = link_ttl
-            .or(link_max_ttl)
-            .map_or(t.span.clone(), |d| d.span());
+        let span = link_ttl.or(link_max_ttl).map_or(t.span.clone(), |d| d.span());
         doc.error(
             &span,
             format!(
@@ -326,10 +299,7 @@ fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
     }
     let tls = match (t.string(doc, "tls_cert"), t.string(doc, "tls_key")) {
         (None, None) => Some(None),
-        (Some(cert), Some(key)) => Some(Some(Tls {
-            cert: cert.into_inner().into(),
-            key: key.into_inner().into(),
-        })),
+        (Some(cert), Some(key)) => Some(Some(Tls { cert: cert.into_inner().into(), key: key.into_inner().into() })),
         (Some(one), None) | (None, Some(one)) => {
             doc.error(
                 &one.span(),
@@ -355,11 +325,10 @@ fn networks(doc: &mut Doc<'_>, key: &str, list: Vec<Spanned<String>>) -> Vec<IpN
     let mut out = Vec::new();
     for item in list {
         let text = item.get_ref().trim();
-        let parsed = text.parse::<IpNet>().map(|n| n.trunc()).or_else(|e| {
-            text.parse::<std::net::IpAddr>()
-                .map(IpNet::from)
-                .map_err(|_| e)
-        });
+        let parsed = text
+            .parse::<IpNet>()
+            .map(|n| n.trunc())
+            .or_else(|e| text.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| e));
         match parsed {
             Ok(net) => out.push(net),
             Err(_) => doc.error(
@@ -376,11 +345,7 @@ fn networks(doc: &mut Doc<'_>, key: &str, list: Vec<Spanned<String>>) -> Vec<IpN
 }
 
 /// An optional duration value.
-pub(crate) fn duration(
-    doc: &mut Doc<'_>,
-    t: &Table<'_, '_>,
-    key: &str,
-) -> Option<Spanned<SignedDuration>> {
+pub(crate) fn duration(doc: &mut Doc<'_>, t: &Table<'_, '_>, key: &str) -> Option<Spanned<SignedDuration>> {
     let text = t.string(doc, key)?;
     match parse_duration(text.get_ref()) {
         Ok(d) => Some(Spanned::new(text.span(), d)),
@@ -392,12 +357,7 @@ pub(crate) fn duration(
 }
 
 /// A path that must be absolute, since the daemon's working directory means nothing.
-pub(crate) fn absolute_path(
-    doc: &mut Doc<'_>,
-    t: &Table<'_, '_>,
-    key: &str,
-    text: Spanned<String>,
-) -> Option<PathBuf> {
+pub(crate) fn absolute_path(doc: &mut Doc<'_>, t: &Table<'_, '_>, key: &str, text: Spanned<String>) -> Option<PathBuf> {
     let path = PathBuf::from(text.get_ref());
     if path.is_absolute() {
         Some(path)

@@ -21,22 +21,13 @@ pub(crate) struct Doc<'t> {
 
 impl<'t> Doc<'t> {
     pub(crate) fn new(file: &'t str, text: &'t str) -> Doc<'t> {
-        Doc {
-            file,
-            text,
-            problems: Vec::new(),
-        }
+        Doc { file, text, problems: Vec::new() }
     }
 
     /// Record a problem at the start of `span`.
     pub(crate) fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
         let (line, column) = self.position(span.start);
-        self.problems.push(Diagnostic {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        });
+        self.problems.push(Diagnostic { file: self.file.to_string(), line, column, message: message.into() });
     }
 
     /// The 1-based line and column (in characters) of a byte offset.
@@ -93,30 +84,15 @@ impl<'a, 'i> Table<'a, 'i> {
             };
             doc.error(
                 &key.span(),
-                format!(
-                    "unknown field '{key_text}' in {name}; {hint}expected one of: {}",
-                    known.join(", ")
-                ),
+                format!("unknown field '{key_text}' in {name}; {hint}expected one of: {}", known.join(", ")),
             );
         }
-        Table {
-            entries,
-            name,
-            span,
-        }
+        Table { entries, name, span }
     }
 
     /// Open a table whose keys are names chosen by the user (`[sources]`), so none is unknown.
-    pub(crate) fn names(
-        entries: &'a DeTable<'i>,
-        name: String,
-        span: Range<usize>,
-    ) -> Table<'a, 'i> {
-        Table {
-            entries,
-            name,
-            span,
-        }
+    pub(crate) fn names(entries: &'a DeTable<'i>, name: String, span: Range<usize>) -> Table<'a, 'i> {
+        Table { entries, name, span }
     }
 
     /// The value under `key`, with the span of the key.
@@ -137,11 +113,7 @@ impl<'a, 'i> Table<'a, 'i> {
             None => {
                 doc.error(
                     &value.span(),
-                    format!(
-                        "'{key}' in {} must be {expected}, not {}",
-                        self.name,
-                        a(value.get_ref().type_str())
-                    ),
+                    format!("'{key}' in {} must be {expected}, not {}", self.name, a(value.get_ref().type_str())),
                 );
                 None
             }
@@ -154,20 +126,9 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// A required string; `example` is a value to suggest when it is missing.
-    pub(crate) fn required_string(
-        &self,
-        doc: &mut Doc<'_>,
-        key: &str,
-        example: &str,
-    ) -> Option<Spanned<String>> {
+    pub(crate) fn required_string(&self, doc: &mut Doc<'_>, key: &str, example: &str) -> Option<Spanned<String>> {
         if self.entry(key).is_none() {
-            doc.error(
-                &self.span,
-                format!(
-                    "missing field '{key}' in {}; add e.g. {key} = {example:?}",
-                    self.name
-                ),
-            );
+            doc.error(&self.span, format!("missing field '{key}' in {}; add e.g. {key} = {example:?}", self.name));
             return None;
         }
         self.string(doc, key)
@@ -175,20 +136,15 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// An optional array of strings.
     pub(crate) fn strings(&self, doc: &mut Doc<'_>, key: &str) -> Option<Vec<Spanned<String>>> {
-        let items = self.typed(doc, key, "an array of strings", |v| {
-            v.as_array().map(|a| a.iter().cloned().collect::<Vec<_>>())
-        })?;
+        let items = self
+            .typed(doc, key, "an array of strings", |v| v.as_array().map(|a| a.iter().cloned().collect::<Vec<_>>()))?;
         let mut out = Vec::new();
         for item in items.into_inner() {
             match item.get_ref().as_str() {
                 Some(s) => out.push(Spanned::new(item.span(), s.to_string())),
                 None => doc.error(
                     &item.span(),
-                    format!(
-                        "'{key}' in {} must hold strings, not {}",
-                        self.name,
-                        a(item.get_ref().type_str())
-                    ),
+                    format!("'{key}' in {} must hold strings, not {}", self.name, a(item.get_ref().type_str())),
                 ),
             }
         }
@@ -198,8 +154,7 @@ impl<'a, 'i> Table<'a, 'i> {
     /// An optional positive whole number.
     pub(crate) fn count(&self, doc: &mut Doc<'_>, key: &str) -> Option<Spanned<u32>> {
         let value = self.typed(doc, key, "a whole number", |v| {
-            v.as_integer()
-                .map(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
+            v.as_integer().map(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
         })?;
         let span = value.span();
         match value.into_inner().and_then(|n| u32::try_from(n).ok()) {
@@ -219,11 +174,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// An optional sub-table (inline `{ ... }` or `[a.b]`), with its key's span.
-    pub(crate) fn table(
-        &self,
-        doc: &mut Doc<'_>,
-        key: &str,
-    ) -> Option<(&'a DeTable<'i>, Range<usize>)> {
+    pub(crate) fn table(&self, doc: &mut Doc<'_>, key: &str) -> Option<(&'a DeTable<'i>, Range<usize>)> {
         let (key_span, value) = self.entry(key)?;
         match value.get_ref().as_table() {
             Some(t) => Some((t, key_span)),
@@ -262,29 +213,19 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// The tables of an array of tables (`[[notify]]`), with each one's span.
-    pub(crate) fn array_of_tables(
-        &self,
-        doc: &mut Doc<'_>,
-        key: &str,
-    ) -> Vec<(Range<usize>, &'a DeTable<'i>)> {
+    pub(crate) fn array_of_tables(&self, doc: &mut Doc<'_>, key: &str) -> Vec<(Range<usize>, &'a DeTable<'i>)> {
         let Some((_, value)) = self.entry(key) else {
             return Vec::new();
         };
         let Some(items) = value.get_ref().as_array() else {
-            doc.error(
-                &value.span(),
-                format!("'{key}' must be an array of tables: write [[{key}]] for each one"),
-            );
+            doc.error(&value.span(), format!("'{key}' must be an array of tables: write [[{key}]] for each one"));
             return Vec::new();
         };
         let mut out = Vec::new();
         for item in items.iter() {
             match item.get_ref().as_table() {
                 Some(t) => out.push((item.span(), t)),
-                None => doc.error(
-                    &item.span(),
-                    format!("each '{key}' must be a table: write [[{key}]] for each one"),
-                ),
+                None => doc.error(&item.span(), format!("each '{key}' must be a table: write [[{key}]] for each one")),
             }
         }
         out
@@ -296,10 +237,7 @@ pub(crate) fn parse_document<'i>(doc: &mut Doc<'_>, text: &'i str) -> Option<Spa
     let (root, errors) = DeTable::parse_recoverable(text);
     for error in &errors {
         let span = error.span().unwrap_or(0..0);
-        doc.error(
-            &span,
-            format!("TOML syntax: {}", error.message().trim_end_matches('\n')),
-        );
+        doc.error(&span, format!("TOML syntax: {}", error.message().trim_end_matches('\n')));
     }
     if errors.is_empty() { Some(root) } else { None }
 }

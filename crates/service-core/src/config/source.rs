@@ -120,12 +120,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, in config spelling order.
-    pub const ALL: [Event; 4] = [
-        Event::JobFailed,
-        Event::WindowMissed,
-        Event::BackupStale,
-        Event::DrillFailed,
-    ];
+    pub const ALL: [Event; 4] = [Event::JobFailed, Event::WindowMissed, Event::BackupStale, Event::DrillFailed];
 
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
@@ -180,23 +175,21 @@ pub(super) fn read_source(
         .and_then(|r| repository_reference(doc, &t, r, repositories, "repository"));
     let zone = t.string(doc, "timezone");
     let schedule = read_schedule(doc, &t, zone.as_ref());
-    let window = duration(doc, &t, "window")
-        .and_then(|w| check_window(doc, &t, &w, schedule.as_ref()).then(|| *w.get_ref()));
+    let window =
+        duration(doc, &t, "window").and_then(|w| check_window(doc, &t, &w, schedule.as_ref()).then(|| *w.get_ref()));
     let overrun = match t.string(doc, "overrun") {
         None => Some(Overrun::Continue),
-        Some(o) => {
-            match o.get_ref().as_str() {
-                "continue" => Some(Overrun::Continue),
-                "cancel" => Some(Overrun::Cancel),
-                other => {
-                    doc.error(
+        Some(o) => match o.get_ref().as_str() {
+            "continue" => Some(Overrun::Continue),
+            "cancel" => Some(Overrun::Cancel),
+            other => {
+                doc.error(
                     &o.span(),
                     format!("overrun {other:?} in {} is not known; expected \"continue\" or \"cancel\"", t.name),
                 );
-                    None
-                }
+                None
             }
-        }
+        },
     };
     let retention = read_retention(doc, &t);
     let mut copy_to = Vec::new();
@@ -211,10 +204,7 @@ pub(super) fn read_source(
                 ),
             );
         } else if copy_to.contains(target.get_ref()) {
-            doc.error(
-                &target.span(),
-                format!("copy_to in {} names {:?} twice", t.name, target.get_ref()),
-            );
+            doc.error(&target.span(), format!("copy_to in {} names {:?} twice", t.name, target.get_ref()));
         } else if let Some(r) = repository_reference(doc, &t, target, repositories, "copy_to") {
             copy_to.push(r);
         }
@@ -241,13 +231,7 @@ fn read_kind(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> Option<SourceKind> {
     let kind = t.required_string(doc, "kind", "directory")?;
     let wrong_kind = |doc: &mut Doc<'_>, key: &str, for_kind: &str| {
         if let Some((span, _)) = t.entry(key) {
-            doc.error(
-                &span,
-                format!(
-                    "'{key}' in {} is for kind = {for_kind:?}; remove it",
-                    t.name
-                ),
-            );
+            doc.error(&span, format!("'{key}' in {} is for kind = {for_kind:?}; remove it", t.name));
         }
     };
     match kind.get_ref().as_str() {
@@ -258,10 +242,7 @@ fn read_kind(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> Option<SourceKind> {
             if paths.as_ref().is_none_or(Vec::is_empty) {
                 doc.error(
                     &t.span,
-                    format!(
-                        "{} of kind \"directory\" needs paths; add e.g. paths = [\"/srv/uploads\"]",
-                        t.name
-                    ),
+                    format!("{} of kind \"directory\" needs paths; add e.g. paths = [\"/srv/uploads\"]", t.name),
                 );
             }
             let mut absolute = Vec::new();
@@ -279,31 +260,20 @@ fn read_kind(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> Option<SourceKind> {
             wrong_kind(doc, "exclude", "directory");
             wrong_kind(doc, "connection", "postgres");
             let url = t.required_string(doc, "url", "s3://bucket/prefix")?;
-            Some(SourceKind::Bucket {
-                url: url.into_inner(),
-            })
+            Some(SourceKind::Bucket { url: url.into_inner() })
         }
         "postgres" => {
             wrong_kind(doc, "paths", "directory");
             wrong_kind(doc, "exclude", "directory");
             wrong_kind(doc, "url", "bucket");
-            let connection =
-                t.required_string(doc, "connection", "host=/run/postgresql user=postgres")?;
-            Some(SourceKind::Postgres {
-                connection: connection.into_inner(),
-            })
+            let connection = t.required_string(doc, "connection", "host=/run/postgresql user=postgres")?;
+            Some(SourceKind::Postgres { connection: connection.into_inner() })
         }
         other => {
-            let hint = nearest(other, KINDS)
-                .map(|k| format!("did you mean {k:?}? "))
-                .unwrap_or_default();
+            let hint = nearest(other, KINDS).map(|k| format!("did you mean {k:?}? ")).unwrap_or_default();
             doc.error(
                 &kind.span(),
-                format!(
-                    "unknown kind {other:?} in {}; {hint}expected one of: {}",
-                    t.name,
-                    KINDS.join(", ")
-                ),
+                format!("unknown kind {other:?} in {}; {hint}expected one of: {}", t.name, KINDS.join(", ")),
             );
             None
         }
@@ -326,20 +296,13 @@ fn repository_reference(
         Some(near) => format!("did you mean {near:?}? "),
         None => String::new(),
     };
-    let defined = if defined.is_empty() {
-        "none; add a [repositories.NAME] table".to_string()
-    } else {
-        defined.join(", ")
-    };
+    let defined =
+        if defined.is_empty() { "none; add a [repositories.NAME] table".to_string() } else { defined.join(", ") };
     doc.error(
         &name.span(),
         format!(
             "source {source:?} names {} {:?} which is not defined; {hint}defined: {defined}",
-            if key == "repository" {
-                "repository"
-            } else {
-                "copy_to repository"
-            },
+            if key == "repository" { "repository" } else { "copy_to repository" },
             name.get_ref()
         ),
     );
@@ -347,11 +310,7 @@ fn repository_reference(
 }
 
 /// `schedule` with `timezone` (given, or UTC), each problem reported at its own value.
-fn read_schedule(
-    doc: &mut Doc<'_>,
-    t: &Table<'_, '_>,
-    zone: Option<&Spanned<String>>,
-) -> Option<Schedule> {
+fn read_schedule(doc: &mut Doc<'_>, t: &Table<'_, '_>, zone: Option<&Spanned<String>>) -> Option<Schedule> {
     let expression = t.required_string(doc, "schedule", "0 1 * * *");
     schedule_at(doc, expression.as_ref(), zone)
 }
@@ -395,17 +354,13 @@ fn check_window(
 ) -> bool {
     let w = *window.get_ref();
     if w <= SignedDuration::ZERO {
-        doc.error(
-            &window.span(),
-            format!("window in {} must be longer than 0s, e.g. \"1h\"", t.name),
-        );
+        doc.error(&window.span(), format!("window in {} must be longer than 0s, e.g. \"1h\"", t.name));
         return false;
     }
     let Some(schedule) = schedule else {
         return true;
     };
-    let from =
-        jiff::Timestamp::from_second(REFERENCE_SECOND).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let from = jiff::Timestamp::from_second(REFERENCE_SECOND).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     match schedule.in_utc().shortest_interval(from) {
         Some((period, _)) if w > period => {
             doc.error(
@@ -430,22 +385,8 @@ fn read_retention(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> Option<Option<Retenti
     let Some((entries, span)) = t.table(doc, "retention") else {
         return Some(None);
     };
-    let keys = [
-        "keep_last",
-        "keep_hourly",
-        "keep_daily",
-        "keep_weekly",
-        "keep_monthly",
-        "keep_yearly",
-        "keep_within",
-    ];
-    let r = Table::open(
-        doc,
-        entries,
-        format!("retention in {}", t.name),
-        span.clone(),
-        &keys,
-    );
+    let keys = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within"];
+    let r = Table::open(doc, entries, format!("retention in {}", t.name), span.clone(), &keys);
     let count = |doc: &mut Doc<'_>, key| r.count(doc, key).map(Spanned::into_inner);
     let retention = Retention {
         last: count(doc, "keep_last"),
@@ -469,11 +410,7 @@ fn read_retention(doc: &mut Doc<'_>, t: &Table<'_, '_>) -> Option<Option<Retenti
     Some(Some(retention))
 }
 
-fn read_drill(
-    doc: &mut Doc<'_>,
-    t: &Table<'_, '_>,
-    source_zone: Option<&Spanned<String>>,
-) -> Option<Option<Drill>> {
+fn read_drill(doc: &mut Doc<'_>, t: &Table<'_, '_>, source_zone: Option<&Spanned<String>>) -> Option<Option<Drill>> {
     let Some((entries, span)) = t.table(doc, "drill") else {
         return Some(None);
     };
@@ -487,9 +424,7 @@ fn read_drill(
     let expression = d.required_string(doc, "schedule", "0 3 * * 0");
     let zone = d.string(doc, "timezone");
     let schedule = schedule_at(doc, expression.as_ref(), zone.as_ref().or(source_zone));
-    let scratch_dir = d
-        .string(doc, "scratch_dir")
-        .map(|s| absolute_path(doc, &d, "scratch_dir", s));
+    let scratch_dir = d.string(doc, "scratch_dir").map(|s| absolute_path(doc, &d, "scratch_dir", s));
     let max_duration = duration(doc, &d, "max_duration").map(Spanned::into_inner);
     Some(Some(Drill {
         schedule: schedule?,
@@ -501,20 +436,17 @@ fn read_drill(
     }))
 }
 
-pub(super) fn read_notify(
-    doc: &mut Doc<'_>,
-    span: Range<usize>,
-    entries: &DeTable<'_>,
-) -> Option<Notify> {
+pub(super) fn read_notify(doc: &mut Doc<'_>, span: Range<usize>, entries: &DeTable<'_>) -> Option<Notify> {
     let t = Table::open(doc, entries, "[[notify]]".into(), span, &["url", "events"]);
     let url = t.required_string(doc, "url", "https://hooks.example.com/tidemark")?;
     let lower = url.get_ref().to_ascii_lowercase();
-    if !(lower.starts_with("https://") || lower.starts_with("http://"))
-        || lower.contains(char::is_whitespace)
-    {
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) || lower.contains(char::is_whitespace) {
         doc.error(
             &url.span(),
-            format!("url {:?} in [[notify]] is not an http(s) URL; write e.g. \"https://hooks.example.com/tidemark\"", url.get_ref()),
+            format!(
+                "url {:?} in [[notify]] is not an http(s) URL; write e.g. \"https://hooks.example.com/tidemark\"",
+                url.get_ref()
+            ),
         );
         return None;
     }
@@ -528,9 +460,8 @@ pub(super) fn read_notify(
                     Some(_) => {}
                     None => {
                         let names = Event::ALL.map(Event::as_str);
-                        let hint = nearest(e.get_ref(), names)
-                            .map(|n| format!("did you mean {n:?}? "))
-                            .unwrap_or_default();
+                        let hint =
+                            nearest(e.get_ref(), names).map(|n| format!("did you mean {n:?}? ")).unwrap_or_default();
                         doc.error(
                             &e.span(),
                             format!(
@@ -544,8 +475,5 @@ pub(super) fn read_notify(
             }
         }
     }
-    Some(Notify {
-        url: url.into_inner(),
-        events,
-    })
+    Some(Notify { url: url.into_inner(), events })
 }

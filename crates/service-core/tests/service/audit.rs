@@ -1,7 +1,5 @@
 use tidemark_service_core::audit::{GENESIS, Outcome, parse_line};
-use tidemark_service_core::{
-    AuditChain, AuditEntry, ChainBreak, Role, verify_chain, verify_chain_to,
-};
+use tidemark_service_core::{AuditChain, AuditEntry, ChainBreak, Role, verify_chain, verify_chain_to};
 
 use crate::ts;
 
@@ -32,18 +30,17 @@ fn check(lines: &[String]) -> Result<(), ChainBreak> {
 #[test]
 fn a_line_is_json_chained_to_the_one_before() {
     let (lines, head) = log();
-    assert!(lines[0].starts_with("{\"seq\":1,\"time\":\"2026-01-10T19:30:00Z\",\"actor\":\"ci\",\"role\":\"operator\",\"ip\":\"10.0.0.7\""), "{}", lines[0]);
     assert!(
-        lines[0].ends_with(&format!("\"prev\":\"{GENESIS}\"}}")),
+        lines[0].starts_with(
+            "{\"seq\":1,\"time\":\"2026-01-10T19:30:00Z\",\"actor\":\"ci\",\"role\":\"operator\",\"ip\":\"10.0.0.7\""
+        ),
         "{}",
         lines[0]
     );
+    assert!(lines[0].ends_with(&format!("\"prev\":\"{GENESIS}\"}}")), "{}", lines[0]);
     assert!(!lines[0].contains('\n') && !lines[0].contains("detail"));
     assert_eq!(check(&lines), Ok(()));
-    assert_eq!(
-        verify_chain_to(lines.iter().map(String::as_str), &head),
-        Ok(())
-    );
+    assert_eq!(verify_chain_to(lines.iter().map(String::as_str), &head), Ok(()));
     let (seq, parsed) = parse_line(&lines[2]).unwrap();
     assert_eq!((seq, parsed), (3, entry(3)));
 }
@@ -60,10 +57,7 @@ fn an_unauthenticated_refusal_is_recorded_too() {
     };
     let line = chain.append(&refused);
     assert!(line.contains("\"actor\":null,\"role\":null"), "{line}");
-    assert!(
-        line.contains("\"outcome\":\"denied\",\"detail\":\"the link expired\""),
-        "{line}"
-    );
+    assert!(line.contains("\"outcome\":\"denied\",\"detail\":\"the link expired\""), "{line}");
     assert_eq!(parse_line(&line).unwrap().1, refused);
 }
 
@@ -83,11 +77,7 @@ fn a_removed_line_is_found() {
     lines.remove(2);
     let err = check(&lines).unwrap_err();
     assert_eq!(err.line, 3);
-    assert!(
-        err.reason
-            .contains("entry 4 where entry 3 was expected: entry 3 was removed"),
-        "{err}"
-    );
+    assert!(err.reason.contains("entry 4 where entry 3 was expected: entry 3 was removed"), "{err}");
     // The first line too.
     let (mut lines, _) = log();
     lines.remove(0);
@@ -100,10 +90,7 @@ fn reordered_lines_are_found() {
     lines.swap(1, 2);
     let err = check(&lines).unwrap_err();
     assert_eq!(err.line, 2);
-    assert!(
-        err.reason.contains("entry 3 where entry 2 was expected"),
-        "{err}"
-    );
+    assert!(err.reason.contains("entry 3 where entry 2 was expected"), "{err}");
 }
 
 #[test]
@@ -113,10 +100,7 @@ fn a_renumbered_or_rechained_forgery_is_found() {
     let renumbered: Vec<String> = lines[..2]
         .iter()
         .cloned()
-        .chain(lines[3..].iter().map(|l| {
-            l.replace("\"seq\":4", "\"seq\":3")
-                .replace("\"seq\":5", "\"seq\":4")
-        }))
+        .chain(lines[3..].iter().map(|l| l.replace("\"seq\":4", "\"seq\":3").replace("\"seq\":5", "\"seq\":4")))
         .collect();
     assert_eq!(check(&renumbered).unwrap_err().line, 3);
     // A first line taken from another log's middle does not start from the genesis hash.
@@ -140,12 +124,7 @@ fn the_tail_needs_the_recorded_head() {
     let err = verify_chain_to(shorter.iter().map(String::as_str), &head).unwrap_err();
     assert_eq!(err.line, 4);
     assert!(err.reason.contains("recorded head"), "{err}");
-    assert_eq!(
-        verify_chain_to(edited.iter().map(String::as_str), &head)
-            .unwrap_err()
-            .line,
-        5
-    );
+    assert_eq!(verify_chain_to(edited.iter().map(String::as_str), &head).unwrap_err().line, 5);
 }
 
 #[test]
@@ -169,9 +148,7 @@ fn resuming_after_a_restart_continues_the_chain() {
     all.push(chain.append(&entry(6)));
     assert_eq!(check(&all), Ok(()));
     // Verifying from a known state returns the state after the lines.
-    let after = AuditChain::new()
-        .verify(lines.iter().map(String::as_str))
-        .unwrap();
+    let after = AuditChain::new().verify(lines.iter().map(String::as_str)).unwrap();
     assert_eq!(after, AuditChain::resume(&lines[4]).unwrap());
     assert!(AuditChain::resume("{}").is_err());
 }

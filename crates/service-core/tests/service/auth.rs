@@ -14,10 +14,7 @@ fn roles_are_ordered() {
         (Role::Admin, [true, true, true]),
     ];
     for (role, allowed) in matrix {
-        for (required, expected) in [Role::Viewer, Role::Operator, Role::Admin]
-            .into_iter()
-            .zip(allowed)
-        {
+        for (required, expected) in [Role::Viewer, Role::Operator, Role::Admin].into_iter().zip(allowed) {
             assert_eq!(role.allows(required), expected, "{role} for {required}");
         }
     }
@@ -29,15 +26,8 @@ fn a_token_is_shown_once_and_kept_as_a_hash() {
     let created = ts("2026-01-10T12:00:00Z");
     let (token, record) = generate_token(&mut rng, "ci", Role::Operator, created);
     assert!(token.starts_with(TOKEN_PREFIX), "{token}");
-    assert_eq!(
-        token.len(),
-        TOKEN_PREFIX.len() + 43,
-        "32 bytes in unpadded base64url"
-    );
-    assert_eq!(
-        (record.name.as_str(), record.role, record.created),
-        ("ci", Role::Operator, created)
-    );
+    assert_eq!(token.len(), TOKEN_PREFIX.len() + 43, "32 bytes in unpadded base64url");
+    assert_eq!((record.name.as_str(), record.role, record.created), ("ci", Role::Operator, created));
     assert_eq!(record.hash, hash_token(&token));
     assert!(!record.hash.contains(&token[TOKEN_PREFIX.len()..]));
     // The record is what gets stored: it serializes without the token.
@@ -60,13 +50,7 @@ fn the_store_finds_the_matching_record_only() {
     assert_eq!(store.verify(&admin), Some(&admin_record));
     // Surrounding whitespace from a header is tolerated.
     assert_eq!(store.verify(&format!(" {admin} ")), Some(&admin_record));
-    for wrong in [
-        "",
-        "tdm_",
-        &admin[..admin.len() - 1],
-        &format!("{admin}x"),
-        &admin_record.hash,
-    ] {
+    for wrong in ["", "tdm_", &admin[..admin.len() - 1], &format!("{admin}x"), &admin_record.hash] {
         assert_eq!(store.verify(wrong), None, "{wrong:?}");
     }
 }
@@ -91,8 +75,7 @@ fn creating_under_an_existing_name_rotates_the_token() {
 #[test]
 fn a_corrupt_record_matches_nothing() {
     let mut rng = StdRng::seed_from_u64(3);
-    let (token, mut record) =
-        generate_token(&mut rng, "ci", Role::Admin, ts("2026-01-10T12:00:00Z"));
+    let (token, mut record) = generate_token(&mut rng, "ci", Role::Admin, ts("2026-01-10T12:00:00Z"));
     record.hash.truncate(10);
     assert_eq!(TokenStore::new(vec![record]).verify(&token), None);
 }

@@ -54,52 +54,28 @@ fn the_contract_example_parses_as_written() {
     let server = &config.server;
     assert_eq!(server.listen, "127.0.0.1:8470".parse().unwrap());
     assert_eq!(server.state_dir, PathBuf::from("/var/lib/tidemark"));
-    assert_eq!(
-        server.access.allow,
-        [net("127.0.0.1/32"), net("10.0.0.0/8")]
-    );
+    assert_eq!(server.access.allow, [net("127.0.0.1/32"), net("10.0.0.0/8")]);
     assert!(server.access.trusted_proxies.is_empty());
-    assert_eq!(
-        server.link_secret_file,
-        Some(PathBuf::from("/etc/tidemark/link.key"))
-    );
+    assert_eq!(server.link_secret_file, Some(PathBuf::from("/etc/tidemark/link.key")));
     assert_eq!(server.link_ttl, SignedDuration::from_hours(1));
     assert_eq!(server.link_max_ttl, SignedDuration::from_hours(1));
     assert_eq!(server.tls, None);
 
     let primary = &config.repositories["primary"];
     assert_eq!(primary.url, "/srv/backup/repo");
-    assert_eq!(
-        primary.password_file,
-        PathBuf::from("/etc/tidemark/repo.pass")
-    );
+    assert_eq!(primary.password_file, PathBuf::from("/etc/tidemark/repo.pass"));
 
     let uploads = &config.sources["uploads"];
-    assert_eq!(
-        uploads.kind,
-        SourceKind::Directory {
-            paths: vec!["/srv/uploads".into()],
-            exclude: vec![]
-        }
-    );
+    assert_eq!(uploads.kind, SourceKind::Directory { paths: vec!["/srv/uploads".into()], exclude: vec![] });
     assert_eq!(uploads.repository, "primary");
     assert_eq!(uploads.schedule.expression(), "0 1 * * *");
     assert_eq!(uploads.schedule.time_zone(), "Asia/Kolkata");
-    assert_eq!(
-        uploads.schedule.next_after(ts("2026-01-10T00:00:00Z")),
-        Some(ts("2026-01-10T19:30:00Z"))
-    );
+    assert_eq!(uploads.schedule.next_after(ts("2026-01-10T00:00:00Z")), Some(ts("2026-01-10T19:30:00Z")));
     assert_eq!(uploads.window, Some(SignedDuration::from_hours(1)));
     assert_eq!(uploads.overrun, Overrun::Continue);
     assert_eq!(
         uploads.retention,
-        Some(Retention {
-            daily: Some(14),
-            weekly: Some(8),
-            monthly: Some(6),
-            yearly: Some(1),
-            ..Retention::default()
-        })
+        Some(Retention { daily: Some(14), weekly: Some(8), monthly: Some(6), yearly: Some(1), ..Retention::default() })
     );
     assert!(uploads.copy_to.is_empty() && uploads.drill.is_none() && uploads.stale_after.is_none());
     assert_eq!((uploads.location.line, uploads.location.column), (11, 10));
@@ -108,25 +84,12 @@ fn the_contract_example_parses_as_written() {
 
 #[test]
 fn absent_allow_means_loopback_only() {
-    let config = Config::parse(
-        &contract_with("allow = [\"127.0.0.1/32\", \"10.0.0.0/8\"]", ""),
-        "t.toml",
-    )
-    .unwrap();
+    let config = Config::parse(&contract_with("allow = [\"127.0.0.1/32\", \"10.0.0.0/8\"]", ""), "t.toml").unwrap();
     let access = &config.server.access;
     assert_eq!(access.allow, AccessPolicy::loopback());
-    for (ip, allowed) in [
-        ("127.0.0.1", true),
-        ("127.8.9.10", true),
-        ("::1", true),
-        ("10.0.0.1", false),
-        ("::2", false),
-    ] {
-        assert_eq!(
-            access.is_allowed(ip.parse::<IpAddr>().unwrap()),
-            allowed,
-            "{ip}"
-        );
+    for (ip, allowed) in [("127.0.0.1", true), ("127.8.9.10", true), ("::1", true), ("10.0.0.1", false), ("::2", false)]
+    {
+        assert_eq!(access.is_allowed(ip.parse::<IpAddr>().unwrap()), allowed, "{ip}");
     }
 }
 
@@ -178,77 +141,35 @@ events = ["drill_failed", "backup_stale"]
 "#;
     let config = Config::parse(text, "t.toml").unwrap();
     let server = &config.server;
-    assert_eq!(
-        server.listen,
-        tidemark_service_core::config::DEFAULT_LISTEN
-            .parse()
-            .unwrap()
-    );
+    assert_eq!(server.listen, tidemark_service_core::config::DEFAULT_LISTEN.parse().unwrap());
     assert_eq!(server.access.allow, AccessPolicy::loopback());
-    assert_eq!(
-        server.access.trusted_proxies,
-        [net("10.0.0.5/32"), net("fd00::/8")]
-    );
-    assert_eq!(
-        (server.link_ttl, server.link_max_ttl),
-        (
-            SignedDuration::from_mins(15),
-            SignedDuration::from_hours(24)
-        )
-    );
-    assert_eq!(
-        server.tls,
-        Some(Tls {
-            cert: "/etc/tidemark/cert.pem".into(),
-            key: "/etc/tidemark/key.pem".into()
-        })
-    );
+    assert_eq!(server.access.trusted_proxies, [net("10.0.0.5/32"), net("fd00::/8")]);
+    assert_eq!((server.link_ttl, server.link_max_ttl), (SignedDuration::from_mins(15), SignedDuration::from_hours(24)));
+    assert_eq!(server.tls, Some(Tls { cert: "/etc/tidemark/cert.pem".into(), key: "/etc/tidemark/key.pem".into() }));
 
     let media = &config.sources["media"];
-    assert_eq!(
-        media.kind,
-        SourceKind::Bucket {
-            url: "s3://media/prefix".into()
-        }
-    );
+    assert_eq!(media.kind, SourceKind::Bucket { url: "s3://media/prefix".into() });
     assert_eq!(media.copy_to, ["offsite"]);
     assert_eq!(media.overrun, Overrun::Cancel);
     assert_eq!(media.schedule.time_zone(), "UTC");
     let retention = media.retention.clone().unwrap();
-    assert_eq!(
-        (retention.last, retention.within),
-        (Some(3), Some(SignedDuration::from_hours(168)))
-    );
+    assert_eq!((retention.last, retention.within), (Some(3), Some(SignedDuration::from_hours(168))));
     let drill = media.drill.clone().unwrap();
     assert_eq!(drill.max_duration, Some(SignedDuration::from_hours(4)));
     assert_eq!(drill.scratch_dir, Some(PathBuf::from("/scratch")));
     // 2026-01-11 is a Sunday.
-    assert_eq!(
-        drill.schedule.next_after(ts("2026-01-10T00:00:00Z")),
-        Some(ts("2026-01-11T03:00:00Z"))
-    );
+    assert_eq!(drill.schedule.next_after(ts("2026-01-10T00:00:00Z")), Some(ts("2026-01-11T03:00:00Z")));
     assert_eq!(media.stale_after, Some(SignedDuration::from_hours(26)));
 
     let db = &config.sources["db"];
-    assert_eq!(
-        db.kind,
-        SourceKind::Postgres {
-            connection: "host=/run/postgresql user=postgres".into()
-        }
-    );
+    assert_eq!(db.kind, SourceKind::Postgres { connection: "host=/run/postgresql user=postgres".into() });
     // The drill inherits the source's time zone.
-    assert_eq!(
-        db.drill.as_ref().unwrap().schedule.time_zone(),
-        "Europe/Berlin"
-    );
+    assert_eq!(db.drill.as_ref().unwrap().schedule.time_zone(), "Europe/Berlin");
     assert_eq!(db.retention, None);
 
     assert_eq!(config.notify.len(), 2);
     assert_eq!(config.notify[0].events, Event::ALL);
-    assert_eq!(
-        config.notify[1].events,
-        [Event::DrillFailed, Event::BackupStale]
-    );
+    assert_eq!(config.notify[1].events, [Event::DrillFailed, Event::BackupStale]);
 }
 
 #[test]
@@ -256,9 +177,7 @@ fn unknown_time_zone_names_the_place_and_the_fix() {
     let text = contract_with("Asia/Kolkata", "Asia/Kolkatta");
     assert_eq!(
         problems(&text),
-        [
-            "tidemark.toml:16:12: unknown time zone \"Asia/Kolkatta\"; did you mean \"Asia/Kolkata\"?"
-        ]
+        ["tidemark.toml:16:12: unknown time zone \"Asia/Kolkatta\"; did you mean \"Asia/Kolkata\"?"]
     );
 }
 
@@ -308,10 +227,7 @@ fn invalid_cron_gives_the_reason() {
 fn invalid_cidr_in_allow() {
     let found = problems(&contract_with("\"10.0.0.0/8\"", "\"10.0.0.0/33\""));
     assert_eq!(found.len(), 1);
-    assert!(
-        found[0].starts_with("tidemark.toml:4:26: invalid CIDR \"10.0.0.0/33\" in allow: "),
-        "{found:?}"
-    );
+    assert!(found[0].starts_with("tidemark.toml:4:26: invalid CIDR \"10.0.0.0/33\" in allow: "), "{found:?}");
     assert!(found[0].contains("e.g. \"10.0.0.0/8\""), "{found:?}");
 }
 
@@ -320,10 +236,8 @@ fn window_longer_than_the_schedule_period() {
     let found = problems(&contract_with("window = \"1h\"", "window = \"25h\""));
     assert_eq!(
         found,
-        [
-            "tidemark.toml:17:10: window 1d1h in [sources.uploads] is longer than the time between two runs of \
-          \"0 1 * * *\" (1d); shorten the window to at most 1d or schedule runs further apart"
-        ]
+        ["tidemark.toml:17:10: window 1d1h in [sources.uploads] is longer than the time between two runs of \
+          \"0 1 * * *\" (1d); shorten the window to at most 1d or schedule runs further apart"]
     );
     // Equal to the period is fine; so is any window on a schedule that runs once a year.
     assert!(Config::parse(&contract_with("window = \"1h\"", "window = \"24h\""), "t").is_ok());
@@ -363,10 +277,7 @@ url = "ftp://x"
 events = ["job_fialed"]
 "#;
     let found = problems(text);
-    let lines: Vec<&str> = found
-        .iter()
-        .map(|p| p.split(": ").next().unwrap())
-        .collect();
+    let lines: Vec<&str> = found.iter().map(|p| p.split(": ").next().unwrap()).collect();
     assert_eq!(
         lines,
         [
@@ -393,10 +304,7 @@ events = ["job_fialed"]
 fn syntax_errors_have_a_position() {
     let found = problems(&contract_with("window = \"1h\"", "window = 1h"));
     assert_eq!(found.len(), 1);
-    assert!(
-        found[0].starts_with("tidemark.toml:17:10: TOML syntax: "),
-        "{found:?}"
-    );
+    assert!(found[0].starts_with("tidemark.toml:17:10: TOML syntax: "), "{found:?}");
     assert!(found[0].contains("quoted"), "{found:?}");
 }
 
@@ -405,9 +313,7 @@ fn missing_server_and_kind_specific_fields() {
     let found = problems("[repositories.primary]\nurl = \"/r\"\npassword_file = \"/p\"\n");
     assert_eq!(
         found,
-        [
-            "tidemark.toml:1:1: missing table [server]; add [server] with state_dir = \"/var/lib/tidemark\""
-        ]
+        ["tidemark.toml:1:1: missing table [server]; add [server] with state_dir = \"/var/lib/tidemark\""]
     );
     let found = problems(&contract_with("kind = \"directory\"", "kind = \"bucket\""));
     assert_eq!(
@@ -426,23 +332,14 @@ fn load_reads_the_file_and_names_it() {
     std::fs::write(&path, contract_with("Asia/Kolkata", "Mars/Olympus")).unwrap();
     let err = Config::load(&path).unwrap_err();
     let first = &err.diagnostics()[0];
-    assert_eq!(
-        (first.file.as_str(), first.line, first.column),
-        (path.to_str().unwrap(), 16, 12)
-    );
+    assert_eq!((first.file.as_str(), first.line, first.column), (path.to_str().unwrap(), 16, 12));
     assert!(err.is_user_error());
 
     std::fs::write(&path, CONTRACT).unwrap();
-    assert_eq!(
-        Config::load(&path).unwrap().file,
-        path.display().to_string()
-    );
+    assert_eq!(Config::load(&path).unwrap().file, path.display().to_string());
 
     let err = Config::load(dir.path().join("absent.toml")).unwrap_err();
-    assert!(
-        matches!(err, ServiceError::Read { .. }) && !err.is_user_error(),
-        "{err}"
-    );
+    assert!(matches!(err, ServiceError::Read { .. }) && !err.is_user_error(), "{err}");
     assert!(err.to_string().contains("absent.toml"), "{err}");
 }
 
@@ -453,9 +350,11 @@ fn the_error_displays_one_problem_per_line() {
     let shown = err.to_string();
     assert_eq!(shown.lines().count(), 2, "{shown}");
     assert!(
-        shown.lines().nth(1).unwrap().starts_with(
-            "tidemark.toml:17:10: window in [sources.uploads]: invalid duration \"1x\""
-        ),
+        shown
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("tidemark.toml:17:10: window in [sources.uploads]: invalid duration \"1x\""),
         "{shown}"
     );
 }

@@ -12,6 +12,5 @@ use jiff::Timestamp;
 
 /// An instant from RFC 3339 text.
 pub fn ts(text: &str) -> Timestamp {
-    text.parse()
-        .unwrap_or_else(|e| panic!("bad test instant {text:?}: {e}"))
+    text.parse().unwrap_or_else(|e| panic!("bad test instant {text:?}: {e}"))
 }

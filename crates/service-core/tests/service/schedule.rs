@@ -6,32 +6,19 @@ use tidemark_service_core::{CatchUp, Schedule, ServiceError, Verdict, window_ver
 use crate::ts;
 
 fn runs(s: &Schedule, after: &str, until: &str) -> Vec<String> {
-    s.runs_between(ts(after), ts(until))
-        .map(|t| t.to_string())
-        .collect()
+    s.runs_between(ts(after), ts(until)).map(|t| t.to_string()).collect()
 }
 
 #[test]
 fn daily_0100_in_kolkata_is_1930_utc_the_day_before() {
     let s = Schedule::new("0 1 * * *", "Asia/Kolkata").unwrap();
-    assert_eq!(
-        s.next_after(ts("2026-01-10T00:00:00Z")),
-        Some(ts("2026-01-10T19:30:00Z"))
-    );
+    assert_eq!(s.next_after(ts("2026-01-10T00:00:00Z")), Some(ts("2026-01-10T19:30:00Z")));
     // Strictly after: at the run itself, the next one is a day later.
-    assert_eq!(
-        s.next_after(ts("2026-01-10T19:30:00Z")),
-        Some(ts("2026-01-11T19:30:00Z"))
-    );
+    assert_eq!(s.next_after(ts("2026-01-10T19:30:00Z")), Some(ts("2026-01-11T19:30:00Z")));
     // No DST in India: every run is 24 hours after the last, all year.
-    let year: Vec<Timestamp> = s
-        .runs_between(ts("2026-01-01T00:00:00Z"), ts("2027-01-01T00:00:00Z"))
-        .collect();
+    let year: Vec<Timestamp> = s.runs_between(ts("2026-01-01T00:00:00Z"), ts("2027-01-01T00:00:00Z")).collect();
     assert_eq!(year.len(), 365);
-    assert!(
-        year.windows(2)
-            .all(|w| w[1].duration_since(w[0]) == SignedDuration::from_hours(24))
-    );
+    assert!(year.windows(2).all(|w| w[1].duration_since(w[0]) == SignedDuration::from_hours(24)));
 }
 
 #[test]
@@ -61,10 +48,7 @@ fn fall_back_runs_a_repeated_time_once_at_its_first_occurrence() {
         ]
     );
     // Asked between the two passes, the next run is the next day's.
-    assert_eq!(
-        s.next_after(ts("2026-11-01T06:00:00Z")),
-        Some(ts("2026-11-02T06:30:00Z"))
-    );
+    assert_eq!(s.next_after(ts("2026-11-01T06:00:00Z")), Some(ts("2026-11-02T06:30:00Z")));
 }
 
 #[test]
@@ -73,12 +57,7 @@ fn repeating_jobs_follow_elapsed_time_through_both_changes() {
     // Spring: nothing at 02:xx local; 01:30 EST is followed 30 minutes later by 03:00 EDT.
     assert_eq!(
         runs(&s, "2026-03-08T05:59:00Z", "2026-03-08T07:31:00Z"),
-        [
-            "2026-03-08T06:00:00Z",
-            "2026-03-08T06:30:00Z",
-            "2026-03-08T07:00:00Z",
-            "2026-03-08T07:30:00Z"
-        ]
+        ["2026-03-08T06:00:00Z", "2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z", "2026-03-08T07:30:00Z"]
     );
     // Autumn: both passes of the repeated hour run.
     assert_eq!(
@@ -98,15 +77,9 @@ fn day_fields_and_names() {
     // Monday to Friday at 18:00 in Berlin (CET, UTC+1 in January).
     let s = Schedule::new("0 18 * * MON-FRI", "Europe/Berlin").unwrap();
     // 2026-01-09 is a Friday: the next run after Friday evening is Monday's.
-    assert_eq!(
-        s.next_after(ts("2026-01-09T18:00:00Z")),
-        Some(ts("2026-01-12T17:00:00Z"))
-    );
+    assert_eq!(s.next_after(ts("2026-01-09T18:00:00Z")), Some(ts("2026-01-12T17:00:00Z")));
     let daily = Schedule::new("@daily", "UTC").unwrap();
-    assert_eq!(
-        daily.next_after(ts("2026-01-09T18:00:00Z")),
-        Some(ts("2026-01-10T00:00:00Z"))
-    );
+    assert_eq!(daily.next_after(ts("2026-01-09T18:00:00Z")), Some(ts("2026-01-10T00:00:00Z")));
 }
 
 #[test]
@@ -133,48 +106,24 @@ fn bad_expressions_say_why() {
 #[test]
 fn unknown_time_zone_suggests_the_nearest() {
     let err = Schedule::new("0 1 * * *", "Asia/Kolkatta").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "unknown time zone \"Asia/Kolkatta\"; did you mean \"Asia/Kolkata\"?"
-    );
+    assert_eq!(err.to_string(), "unknown time zone \"Asia/Kolkatta\"; did you mean \"Asia/Kolkata\"?");
     let err = Schedule::new("0 1 * * *", "Nowhere/Special_Place_X").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ServiceError::UnknownTimeZone {
-                suggestion: None,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ServiceError::UnknownTimeZone { suggestion: None, .. }), "{err}");
 }
 
 #[test]
 fn a_window_of_one_hour() {
     let at = ts("2026-01-10T19:30:00Z");
     let hour = SignedDuration::from_hours(1);
-    assert_eq!(
-        window_verdict(at, hour, ts("2026-01-10T19:00:00Z")),
-        Verdict::Wait(at)
-    );
+    assert_eq!(window_verdict(at, hour, ts("2026-01-10T19:00:00Z")), Verdict::Wait(at));
     assert_eq!(window_verdict(at, hour, at), Verdict::StartNow);
-    assert_eq!(
-        window_verdict(at, hour, ts("2026-01-10T20:29:59Z")),
-        Verdict::StartNow
-    );
-    let missed = Verdict::Missed {
-        scheduled: at,
-        window_end: ts("2026-01-10T20:30:00Z"),
-    };
+    assert_eq!(window_verdict(at, hour, ts("2026-01-10T20:29:59Z")), Verdict::StartNow);
+    let missed = Verdict::Missed { scheduled: at, window_end: ts("2026-01-10T20:30:00Z") };
     // A job that could not start before the window ends is missed, at the end exactly too.
     assert_eq!(window_verdict(at, hour, ts("2026-01-10T20:30:00Z")), missed);
     assert_eq!(window_verdict(at, hour, ts("2026-01-11T03:00:00Z")), missed);
     // A huge window saturates instead of overflowing.
-    assert_eq!(
-        window_verdict(at, SignedDuration::MAX, ts("2090-01-01T00:00:00Z")),
-        Verdict::StartNow
-    );
+    assert_eq!(window_verdict(at, SignedDuration::MAX, ts("2090-01-01T00:00:00Z")), Verdict::StartNow);
 }
 
 #[test]
@@ -202,24 +151,13 @@ fn after_three_days_down_a_daily_job_runs_once_and_reports_the_misses() {
     assert_eq!(no_window.missed_count, 2);
     // Nothing missed when the daemon was not down.
     let fine = s.missed_runs(last_run, ts("2026-01-10T10:00:00Z"), hour);
-    assert_eq!(
-        fine,
-        CatchUp {
-            run: None,
-            missed: vec![],
-            missed_count: 0
-        }
-    );
+    assert_eq!(fine, CatchUp { run: None, missed: vec![], missed_count: 0 });
 }
 
 #[test]
 fn frequent_jobs_report_a_bounded_list_and_the_full_count() {
     let s = Schedule::new("* * * * *", "UTC").unwrap();
-    let c = s.missed_runs(
-        ts("2026-01-10T00:00:00Z"),
-        ts("2026-01-13T00:00:30Z"),
-        Some(SignedDuration::from_mins(1)),
-    );
+    let c = s.missed_runs(ts("2026-01-10T00:00:00Z"), ts("2026-01-13T00:00:30Z"), Some(SignedDuration::from_mins(1)));
     assert_eq!(c.run, Some(ts("2026-01-13T00:00:00Z")));
     assert_eq!(c.missed_count, 3 * 24 * 60 - 1);
     assert_eq!(c.missed.len(), MAX_REPORTED_MISSES);

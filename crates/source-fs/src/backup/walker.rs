@@ -20,16 +20,8 @@ use crate::{Fatal, FileWarning, FsError};
 /// A directory entry on its way into a tree.
 enum Entry {
     Done(Node),
-    Pending {
-        node: Node,
-        path: PathBuf,
-        job: usize,
-        changed: bool,
-    },
-    Dir {
-        node: Node,
-        entries: Vec<Entry>,
-    },
+    Pending { node: Node, path: PathBuf, job: usize, changed: bool },
+    Dir { node: Node, entries: Vec<Entry> },
 }
 
 /// What the summary reports.
@@ -63,12 +55,8 @@ pub(super) struct Walker<'a> {
 
 impl Walker<'_> {
     fn warn(&mut self, path: &Path, message: String) {
-        self.progress
-            .warn(&format!("{}: {message}", path.display()));
-        self.warnings.push(FileWarning {
-            path: path.to_path_buf(),
-            message,
-        });
+        self.progress.warn(&format!("{}: {message}", path.display()));
+        self.warnings.push(FileWarning { path: path.to_path_buf(), message });
     }
 
     /// A file or directory left out of the snapshot.
@@ -93,30 +81,16 @@ impl Walker<'_> {
             Ok(tree) => tree
                 .nodes
                 .into_iter()
-                .map(|n| {
-                    (
-                        n.name_bytes
-                            .clone()
-                            .unwrap_or_else(|| n.name.as_bytes().to_vec()),
-                        n,
-                    )
-                })
+                .map(|n| (n.name_bytes.clone().unwrap_or_else(|| n.name.as_bytes().to_vec()), n))
                 .collect(),
             Err(e) => {
-                self.progress.warn(&format!(
-                    "parent snapshot: cannot load tree {id} ({e}); reading those files again"
-                ));
+                self.progress.warn(&format!("parent snapshot: cannot load tree {id} ({e}); reading those files again"));
                 HashMap::new()
             }
         }
     }
 
-    fn walk_top(
-        &mut self,
-        dir: &Path,
-        top: &Top,
-        parent: Option<Id>,
-    ) -> Result<Vec<Entry>, FsError> {
+    fn walk_top(&mut self, dir: &Path, top: &Top, parent: Option<Id>) -> Result<Vec<Entry>, FsError> {
         let map = match top {
             Top::Walk(path) => return self.walk_dir(path, parent),
             Top::Inter(map) => map,
@@ -138,22 +112,11 @@ impl Walker<'_> {
                     // Intermediate directories carry the real directory's metadata; a symlinked
                     // ancestor is recorded as the directory it points to.
                     let md = std::fs::symlink_metadata(&path)
-                        .and_then(|m| {
-                            if m.is_dir() {
-                                Ok(m)
-                            } else {
-                                std::fs::metadata(&path)
-                            }
-                        })
-                        .map_err(|e| FsError::Path {
-                            path: path.clone(),
-                            message: e.to_string(),
-                        })?;
+                        .and_then(|m| if m.is_dir() { Ok(m) } else { std::fs::metadata(&path) })
+                        .map_err(|e| FsError::Path { path: path.clone(), message: e.to_string() })?;
                     let mut node = node_from_metadata(name, &md, &self.owners);
                     node.node_type = NodeType::Dir;
-                    let sub = pnode
-                        .filter(|p| p.node_type == NodeType::Dir)
-                        .and_then(|p| p.subtree);
+                    let sub = pnode.filter(|p| p.node_type == NodeType::Dir).and_then(|p| p.subtree);
                     let entries = self.walk_top(&path, child, sub)?;
                     Some(self.finish_dir(node, entries)?)
                 }
@@ -208,9 +171,7 @@ impl Walker<'_> {
         let mut node = node_from_metadata(name, &md, &self.owners);
         match node.node_type {
             NodeType::Dir => {
-                let sub = parent
-                    .filter(|p| p.node_type == NodeType::Dir)
-                    .and_then(|p| p.subtree);
+                let sub = parent.filter(|p| p.node_type == NodeType::Dir).and_then(|p| p.subtree);
                 let entries = self.walk_dir(path, sub)?;
                 Ok(Some(self.finish_dir(node, entries)?))
             }
@@ -227,19 +188,11 @@ impl Walker<'_> {
         }
     }
 
-    fn file(
-        &mut self,
-        path: &Path,
-        mut node: Node,
-        parent: Option<Node>,
-    ) -> Result<Entry, FsError> {
+    fn file(&mut self, path: &Path, mut node: Node, parent: Option<Node>) -> Result<Entry, FsError> {
         let parent = parent.filter(|p| p.node_type == NodeType::File);
         let changed = parent.is_some();
-        let reusable = |p: &Node| {
-            !self.force
-                && unchanged(p, &node)
-                && p.content.iter().all(|id| self.archiver.has_blob(id))
-        };
+        let reusable =
+            |p: &Node| !self.force && unchanged(p, &node) && p.content.iter().all(|id| self.archiver.has_blob(id));
         if let Some(p) = parent.filter(reusable) {
             node.content = p.content;
             self.counters.files_unmodified += 1;
@@ -263,12 +216,7 @@ impl Walker<'_> {
         if !sent {
             return Err(self.fatal.take().into());
         }
-        Ok(Entry::Pending {
-            node,
-            path: path.to_path_buf(),
-            job: id,
-            changed,
-        })
+        Ok(Entry::Pending { node, path: path.to_path_buf(), job: id, changed })
     }
 
     fn drain_results(&mut self) {
@@ -285,11 +233,7 @@ impl Walker<'_> {
             Entry::Pending { job, .. } => self.done.contains_key(job),
             Entry::Dir { .. } => false,
         });
-        if ready {
-            Ok(Entry::Done(self.save_dir(node, entries)?))
-        } else {
-            Ok(Entry::Dir { node, entries })
-        }
+        if ready { Ok(Entry::Done(self.save_dir(node, entries)?)) } else { Ok(Entry::Dir { node, entries }) }
     }
 
     fn save_dir(&mut self, mut node: Node, entries: Vec<Entry>) -> Result<Node, FsError> {
@@ -305,12 +249,9 @@ impl Walker<'_> {
             match entry {
                 Entry::Done(n) => nodes.push(n),
                 Entry::Dir { node, entries } => nodes.push(self.save_dir(node, entries)?),
-                Entry::Pending {
-                    node,
-                    path,
-                    job,
-                    changed,
-                } => nodes.extend(self.resolve_file(node, &path, job, changed)?),
+                Entry::Pending { node, path, job, changed } => {
+                    nodes.extend(self.resolve_file(node, &path, job, changed)?)
+                }
             }
         }
         Ok(nodes)
@@ -323,9 +264,10 @@ impl Walker<'_> {
         job: usize,
         changed: bool,
     ) -> Result<Option<Node>, FsError> {
-        let outcome = self.done.remove(&job).ok_or_else(|| {
-            RepoError::Invalid(format!("internal: no read result for {}", path.display()))
-        })?;
+        let outcome = self
+            .done
+            .remove(&job)
+            .ok_or_else(|| RepoError::Invalid(format!("internal: no read result for {}", path.display())))?;
         match outcome {
             ReadOutcome::Saved { saved, warning } => {
                 node.content = saved.content;

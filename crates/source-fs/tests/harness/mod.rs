@@ -24,20 +24,8 @@ pub const HOST: &str = "test-host";
 /// A fresh repository; the `MemoryStorage` clone lets tests damage what was stored.
 pub fn new_repo() -> (MemoryStorage, Repository) {
     let mem = MemoryStorage::new();
-    let opts = InitOptions {
-        kdf: KdfParams {
-            m_kib: 1024,
-            t: 1,
-            p: 1,
-        },
-        ..Default::default()
-    };
-    let repo = Repository::init(
-        Arc::new(mem.clone()),
-        &Credential::Password(b"test".to_vec()),
-        &opts,
-    )
-    .unwrap();
+    let opts = InitOptions { kdf: KdfParams { m_kib: 1024, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(Arc::new(mem.clone()), &Credential::Password(b"test".to_vec()), &opts).unwrap();
     (mem, reopen(&repo))
 }
 
@@ -47,10 +35,7 @@ pub fn new_repo() -> (MemoryStorage, Repository) {
 /// it was taken can wait a whole refresh interval); remove once `lock.rs` checks `stop` before
 /// waiting.
 pub fn reopen(repo: &Repository) -> Repository {
-    let lock_options = LockOptions {
-        refresh: Duration::from_secs(1),
-        ..repo.lock_options()
-    };
+    let lock_options = LockOptions { refresh: Duration::from_secs(1), ..repo.lock_options() };
     repo.clone().with_lock_options(lock_options)
 }
 
@@ -67,11 +52,7 @@ impl Progress for Recorder {
 }
 
 pub fn opts(paths: &[&Path]) -> BackupOptions {
-    BackupOptions {
-        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
-        host: HOST.into(),
-        ..Default::default()
-    }
+    BackupOptions { paths: paths.iter().map(|p| p.to_path_buf()).collect(), host: HOST.into(), ..Default::default() }
 }
 
 pub fn backup(repo: &Repository, paths: &[&Path]) -> BackupOutcome {
@@ -83,14 +64,7 @@ pub fn restore(repo: &Repository, snapshot: &Snapshot, opts: &RestoreOptions) ->
 }
 
 pub fn restore_to(repo: &Repository, snapshot: &Snapshot, target: &Path) -> RestoreOutcome {
-    restore(
-        repo,
-        snapshot,
-        &RestoreOptions {
-            target: target.to_path_buf(),
-            ..Default::default()
-        },
-    )
+    restore(repo, snapshot, &RestoreOptions { target: target.to_path_buf(), ..Default::default() })
 }
 
 /// Where `source` (absolute) lands below a restore `target`.
@@ -174,23 +148,9 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Everything comparable about one filesystem entry.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry {
-    Dir {
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        mtime: (i64, i64),
-    },
-    File {
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        mtime: (i64, i64),
-        content: Vec<u8>,
-    },
-    Symlink {
-        target: PathBuf,
-        mtime: (i64, i64),
-    },
+    Dir { mode: u32, uid: u32, gid: u32, mtime: (i64, i64) },
+    File { mode: u32, uid: u32, gid: u32, mtime: (i64, i64), content: Vec<u8> },
+    Symlink { target: PathBuf, mtime: (i64, i64) },
     Other,
 }
 
@@ -211,25 +171,11 @@ fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         let (mode, uid, gid) = (md.mode() & 0o7777, md.uid(), md.gid());
         let entry = if md.is_dir() {
             collect(root, &child, out);
-            Entry::Dir {
-                mode,
-                uid,
-                gid,
-                mtime,
-            }
+            Entry::Dir { mode, uid, gid, mtime }
         } else if md.is_file() {
-            Entry::File {
-                mode,
-                uid,
-                gid,
-                mtime,
-                content: fs::read(&abs).unwrap(),
-            }
+            Entry::File { mode, uid, gid, mtime, content: fs::read(&abs).unwrap() }
         } else if md.file_type().is_symlink() {
-            Entry::Symlink {
-                target: fs::read_link(&abs).unwrap(),
-                mtime,
-            }
+            Entry::Symlink { target: fs::read_link(&abs).unwrap(), mtime }
         } else {
             Entry::Other
         };
@@ -241,23 +187,12 @@ fn collect(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
 pub fn assert_same_tree(source: &Path, restored: &Path) {
     let a = snapshot_fs(source);
     let b = snapshot_fs(restored);
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "same entries"
-    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "same entries");
     for (path, entry) in &a {
         assert_eq!(Some(entry), b.get(path), "{}", path.display());
     }
-    let (ma, mb) = (
-        fs::metadata(source).unwrap(),
-        fs::metadata(restored).unwrap(),
-    );
-    assert_eq!(
-        (ma.mode(), ma.mtime(), ma.mtime_nsec()),
-        (mb.mode(), mb.mtime(), mb.mtime_nsec()),
-        "top directory"
-    );
+    let (ma, mb) = (fs::metadata(source).unwrap(), fs::metadata(restored).unwrap());
+    assert_eq!((ma.mode(), ma.mtime(), ma.mtime_nsec()), (mb.mode(), mb.mtime(), mb.mtime_nsec()), "top directory");
 }
 
 /// The snapshot node at the absolute `path`.
@@ -270,8 +205,5 @@ pub fn blob_location(repo: &Repository, id: &Id) -> (String, u64) {
     let repo = reopen(repo);
     let index = repo.index().unwrap();
     let loc = index.get(id).unwrap();
-    (
-        tidemark_repo::pack_key(&index.pack(loc.pack).id),
-        loc.offset,
-    )
+    (tidemark_repo::pack_key(&index.pack(loc.pack).id), loc.offset)
 }

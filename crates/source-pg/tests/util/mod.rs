@@ -7,9 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tidemark_source_pg::{
-    ArchiveInfo, BackupStart, BaseBackupSink, Lsn, Member, MemberKind, PgError, wal,
-};
+use tidemark_source_pg::{ArchiveInfo, BackupStart, BaseBackupSink, Lsn, Member, MemberKind, PgError, wal};
 use tidemark_testkit::postgres::{PgCluster, PgOptions};
 
 /// A started cluster, or `None` after a loud skip when PostgreSQL is not installed.
@@ -19,10 +17,7 @@ pub fn cluster(test: &str, options: &PgOptions) -> Option<PgCluster> {
 
 /// The cluster's system identifier, from SQL.
 pub fn sysid(pg: &PgCluster) -> u64 {
-    pg.psql("SELECT system_identifier FROM pg_control_system()")
-        .unwrap()
-        .parse()
-        .unwrap()
+    pg.psql("SELECT system_identifier FROM pg_control_system()").unwrap().parse().unwrap()
 }
 
 /// The oldest complete WAL segment file in the cluster's pg_wal.
@@ -60,24 +55,16 @@ impl BaseBackupSink for Collect {
     fn member(&mut self, archive: &ArchiveInfo, member: &mut Member<'_>) -> Result<(), PgError> {
         let mut content = Vec::new();
         member.read_to_end(&mut content).map_err(PgError::sink)?;
-        assert_eq!(
-            content.len() as u64,
-            member.size,
-            "{}",
-            member.path.display()
-        );
+        assert_eq!(content.len() as u64, member.size, "{}", member.path.display());
         let path = member.path.to_string_lossy().into_owned();
-        self.members
-            .entry(archive.name.clone())
-            .or_default()
-            .insert(
-                path,
-                Collected {
-                    kind: member.kind.clone(),
-                    size: member.size,
-                    content: (content.len() <= 65536).then_some(content),
-                },
-            );
+        self.members.entry(archive.name.clone()).or_default().insert(
+            path,
+            Collected {
+                kind: member.kind.clone(),
+                size: member.size,
+                content: (content.len() <= 65536).then_some(content),
+            },
+        );
         Ok(())
     }
 }
@@ -95,16 +82,12 @@ impl DirSink {
 
 impl BaseBackupSink for DirSink {
     fn member(&mut self, archive: &ArchiveInfo, member: &mut Member<'_>) -> Result<(), PgError> {
-        assert_eq!(
-            archive.name, "base.tar",
-            "tablespaces are not extracted here"
-        );
+        assert_eq!(archive.name, "base.tar", "tablespaces are not extracted here");
         let path = self.root.join(&member.path);
         match &member.kind {
             MemberKind::Directory => {
                 fs::create_dir_all(&path).map_err(PgError::sink)?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-                    .map_err(PgError::sink)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).map_err(PgError::sink)?;
             }
             MemberKind::File => {
                 if let Some(parent) = path.parent() {
@@ -112,8 +95,7 @@ impl BaseBackupSink for DirSink {
                 }
                 let mut file = File::create(&path).map_err(PgError::sink)?;
                 std::io::copy(member, &mut file).map_err(PgError::sink)?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(member.mode & 0o700))
-                    .map_err(PgError::sink)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(member.mode & 0o700)).map_err(PgError::sink)?;
             }
             MemberKind::Symlink { target } => {
                 std::os::unix::fs::symlink(target, &path).map_err(PgError::sink)?;
@@ -137,13 +119,7 @@ impl SegmentWriter {
     /// Start at `start`, a segment boundary.
     pub fn new(dir: PathBuf, timeline: u32, start: Lsn) -> Self {
         assert_eq!(start.segment_offset(wal::DEFAULT_SEGMENT_SIZE), 0);
-        SegmentWriter {
-            dir,
-            timeline,
-            position: start,
-            file: None,
-            completed: 0,
-        }
+        SegmentWriter { dir, timeline, position: start, file: None, completed: 0 }
     }
 
     pub fn position(&self) -> Lsn {
@@ -225,8 +201,7 @@ pub fn fake_server(answer: Vec<u8>) -> u16 {
         if socket.read_exact(&mut head).is_err() {
             return;
         }
-        let mut query =
-            vec![0u8; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4];
+        let mut query = vec![0u8; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4];
         let _ = socket.read_exact(&mut query);
         let _ = socket.write_all(&answer);
     });
@@ -247,9 +222,7 @@ pub fn result_set(columns: &[&str], row: &[Option<&str>]) -> Vec<u8> {
     for name in columns {
         desc.extend_from_slice(name.as_bytes());
         desc.push(0);
-        desc.extend_from_slice(&[
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
-        ]);
+        desc.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]);
     }
     let mut data = (row.len() as u16).to_be_bytes().to_vec();
     for cell in row {

@@ -1,0 +1,275 @@
+//! The command-line surface. Command and flag names are a contract that users' scripts depend on:
+//! extend, never rename.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Encrypted, deduplicated, compressed backups of directories to local disk or S3.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version = crate::version_string(), propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 fatal error, 2 usage error, 3 backup incomplete \
+(some files unreadable), 10 no repository, 11 repository locked, 12 wrong password. See docs/CLI.md.")]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args, Default)]
+pub struct Global {
+    /// Repository location: a path, file:///path, or s3://bucket/prefix?endpoint=URL&region=R&path_style=true
+    #[arg(short = 'r', long = "repo", env = "TIDEMARK_REPOSITORY", global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// Read the repository password from this file (one trailing newline is stripped).
+    /// TIDEMARK_PASSWORD is also accepted.
+    #[arg(long, env = "TIDEMARK_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Open the repository with a key file (its whole contents are the credential).
+    #[arg(long, env = "TIDEMARK_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more about what is being done.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(FilterArgs),
+    /// List the files of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Write one file of a snapshot to stdout.
+    Dump(DumpArgs),
+    /// Show what changed between two snapshots.
+    Diff(DiffArgs),
+    /// Verify the repository's structure and, with --read-data, every byte of data.
+    Check(CheckArgs),
+    /// Remove snapshots according to a retention policy.
+    Forget(ForgetArgs),
+    /// Remove data that no snapshot needs.
+    Prune(PruneArgs),
+    /// Show what the repository holds and how well it deduplicates.
+    Stats,
+    /// Manage the keys (passwords and key files) that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Remove stale locks left by processes that died.
+    Unlock(UnlockArgs),
+    /// Show the version of tidemark and of the repository format it writes.
+    Version,
+    /// Run the whole job on a generated sample: init, backup twice, restore, verify, check.
+    Demo(DemoArgs),
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Target size of pack files in MiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pack_size_mib: u64,
+    /// zstd compression level (0 disables compression).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compression_level: i32,
+}
+
+/// `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Leave out paths matching this glob (repeatable): `*.tmp`, `cache/`, `/abs/dir`.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Compare against this snapshot to skip unchanged files (default: the latest of the same
+    /// host and paths).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Re-read every file even if unchanged.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Which snapshots: `--host`, `--tag`, `--path` (each repeatable).
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots carrying this tag (repeatable: all must match).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only snapshots of exactly these paths (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    pub snapshot: String,
+    /// Directory or file inside the snapshot (default: everything).
+    pub path: Option<String>,
+    /// Long format: mode, owner, size, modification time.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    pub snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Only restore paths matching this glob, with their parents and children (repeatable).
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Replace files that already exist in the target.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// With `latest`: the latest of these hosts/tags/paths.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    pub snapshot: String,
+    /// Path of the file inside the snapshot.
+    pub file: String,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    pub snapshot1: String,
+    /// The newer snapshot.
+    pub snapshot2: String,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob.
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+/// `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within this duration of the newest: 36h, 14d, 2w, 6mo, 1y.
+    #[arg(long, value_name = "DURATION", value_parser = crate::maintenance::parse_duration)]
+    pub keep_within: Option<jiff::SignedDuration>,
+    /// Keep snapshots carrying this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Only consider these snapshots.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Run prune afterwards to remove the data no snapshot needs any more.
+    #[arg(long)]
+    pub prune: bool,
+    /// Only show what would be removed.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only show what would be removed.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// `key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List the keys.
+    List,
+    /// Add a key: a new password or a key file.
+    Add(NewKeyArgs),
+    /// Remove a key by id or unique prefix.
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Replace the key in use by one for a new password (or key file).
+    Passwd(NewKeyArgs),
+}
+
+/// Where the new credential of `key add|passwd` comes from.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Read the new password from this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_key_file")]
+    pub new_password_file: Option<PathBuf>,
+    /// Use the contents of this file (at least 32 bytes) as the new key.
+    #[arg(long, value_name = "FILE")]
+    pub new_key_file: Option<PathBuf>,
+}
+
+/// `unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when no other tidemark runs).
+    #[arg(long)]
+    pub remove_all: bool,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to put the sample, the repository and the restore (default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,229 @@
+//! Exit codes, and the one place that turns an error into a message and a code.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (also: stdout was closed early, e.g. `tidemark dump ... \| head`) |
+//! | 1 | fatal error; also `check` found damage, `restore` could not restore some files |
+//! | 2 | usage error: unknown command or flag, bad value (printed by the argument parser) |
+//! | 3 | `backup` saved a snapshot, but some files could not be read (they are not in it) |
+//! | 10 | there is no repository at the location |
+//! | 11 | the repository is locked by another process |
+//! | 12 | wrong password or key file |
+//!
+//! Errors print as `Fatal: <message>` on stderr, followed by `hint: <what to do>` when there is a
+//! hint; never a panic or a backtrace. The same table is in docs/CLI.md.
+
+use std::io;
+use std::process::ExitCode;
+
+use tidemark_repo::RepoError;
+use tidemark_source_fs::FsError;
+use tidemark_storage::StorageError;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Fatal error.
+pub const FATAL: u8 = 1;
+/// Usage error (clap exits with it by itself).
+pub const USAGE: u8 = 2;
+/// Backup saved a snapshot, but some files could not be read.
+pub const INCOMPLETE_BACKUP: u8 = 3;
+/// No repository at the location.
+pub const NO_REPOSITORY: u8 = 10;
+/// Could not lock the repository.
+pub const LOCKED: u8 = 11;
+/// Wrong password or key file.
+pub const WRONG_PASSWORD: u8 = 12;
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything went well.
+    Ok,
+    /// Backup saved a snapshot but skipped unreadable files.
+    Incomplete,
+    /// The command ran to its end but found or caused damage (check errors, restore errors); the
+    /// details were printed.
+    Failed,
+}
+
+impl Status {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Ok => OK,
+            Status::Incomplete => INCOMPLETE_BACKUP,
+            Status::Failed => FATAL,
+        }
+    }
+}
+
+/// An error of the command line itself (bad combination of options, missing password), with the
+/// fix.
+#[derive(Debug)]
+pub struct UserError {
+    message: String,
+    hint: Option<String>,
+}
+
+impl UserError {
+    /// An error with a hint.
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        UserError { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    /// An error without a hint.
+    pub fn plain(message: impl Into<String>) -> Self {
+        UserError { message: message.into(), hint: None }
+    }
+}
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// The repository error somewhere in the chain, if any.
+fn repo_error(err: &anyhow::Error) -> Option<&RepoError> {
+    err.chain().find_map(|e| {
+        e.downcast_ref::<RepoError>().or_else(|| match e.downcast_ref::<FsError>() {
+            Some(FsError::Repo(r)) => Some(r),
+            _ => None,
+        })
+    })
+}
+
+/// Whether the error is (caused by) writing to a closed pipe.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+}
+
+/// The exit code for an error.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    if is_broken_pipe(err) {
+        return OK;
+    }
+    match repo_error(err) {
+        Some(RepoError::NoRepository(_)) => NO_REPOSITORY,
+        Some(RepoError::Locked { .. }) => LOCKED,
+        Some(RepoError::WrongPassword(_)) => WRONG_PASSWORD,
+        _ => FATAL,
+    }
+}
+
+/// Hints the engine leaves to the front end: they name commands.
+fn cli_hint(err: &RepoError) -> Option<String> {
+    match err {
+        RepoError::SnapshotNotFound(_) => Some("`tidemark snapshots` lists the snapshots and their ids".into()),
+        RepoError::AmbiguousSnapshot(_) => Some("give more digits of the snapshot id".into()),
+        _ => None,
+    }
+}
+
+/// The hint for an error, if any.
+fn hint_for(err: &anyhow::Error) -> Option<String> {
+    for e in err.chain() {
+        if let Some(u) = e.downcast_ref::<UserError>() {
+            return u.hint.clone();
+        }
+        let repo = e.downcast_ref::<RepoError>().or_else(|| match e.downcast_ref::<FsError>() {
+            Some(FsError::Repo(r)) => Some(r),
+            _ => None,
+        });
+        if let Some(r) = repo {
+            return r.hint().or_else(|| cli_hint(r));
+        }
+        if let Some(s) = e.downcast_ref::<StorageError>() {
+            return RepoError::Storage(StorageError::new(s.kind(), String::new())).hint();
+        }
+    }
+    None
+}
+
+/// The error and its causes on one line, leaving out causes whose text is already shown (wrapping
+/// errors often repeat their source's message). A storage error's message is complete: the
+/// backend's own error chain below it (HTTP client internals) is left out.
+pub fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        if cause.downcast_ref::<StorageError>().is_some() {
+            break;
+        }
+    }
+    text
+}
+
+/// Print `err` for the user and return the exit code. The only place errors become codes.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let code = code_for(err);
+    if code == OK {
+        // stdout went away (`| head`): the reader had what it wanted.
+        return ExitCode::from(OK);
+    }
+    eprintln!("Fatal: {}", message(err));
+    if let Some(hint) = hint_for(err) {
+        eprintln!("hint: {hint}");
+    }
+    ExitCode::from(code)
+}
+
+/// Replace the panic message by a short one without a backtrace: a panic is a bug, and the user
+/// needs to know what to report, not the stack.
+pub fn install_panic_hook() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("Fatal: internal error (a bug in tidemark): {what}{place}");
+        eprintln!("hint: please report it, with the command you ran; RUST_BACKTRACE=1 shows more");
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_repository_error() {
+        let e = anyhow::Error::new(RepoError::WrongPassword("/r".into()));
+        assert_eq!(code_for(&e), WRONG_PASSWORD);
+        let e = anyhow::Error::new(FsError::Repo(RepoError::NoRepository("/r".into()))).context("opening");
+        assert_eq!(code_for(&e), NO_REPOSITORY);
+        let e = anyhow::Error::new(RepoError::Locked { holder: "x".into() });
+        assert_eq!(code_for(&e), LOCKED);
+        assert_eq!(code_for(&anyhow::anyhow!("boom")), FATAL);
+        let pipe = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
+        assert_eq!(code_for(&pipe), OK);
+    }
+
+    #[test]
+    fn message_skips_repeated_causes_and_hint_is_found() {
+        let storage = StorageError::new(tidemark_storage::ErrorKind::Unreachable, "connection refused");
+        let e = anyhow::Error::new(RepoError::Storage(storage)).context("opening s3://b");
+        assert_eq!(message(&e), "opening s3://b: storage: connection refused");
+        let inner = StorageError::new(tidemark_storage::ErrorKind::Unreachable, "refused")
+            .with_source(io::Error::other("client internals"));
+        let e = anyhow::Error::new(RepoError::Storage(inner));
+        assert_eq!(message(&e), "storage: refused");
+        assert!(hint_for(&e).is_some_and(|h| h.contains("endpoint")));
+        let u = anyhow::Error::new(UserError::new("no policy", "give --keep-last"));
+        assert_eq!(hint_for(&u).as_deref(), Some("give --keep-last"));
+    }
+}

@@ -1,0 +1,236 @@
+//! From flags to an open repository: URL -> storage backend, password sources -> credential,
+//! `init`, and the hidden test knobs (fast KDF, lock timing).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tidemark_format::keys::KdfParams;
+use tidemark_repo::{Credential, InitOptions, LockOptions, Repository};
+use tidemark_storage::{LocalStorage, RetryStorage, Storage};
+use tidemark_storage_s3::S3Storage;
+
+use crate::args::{Global, InitArgs};
+use crate::exit::UserError;
+use crate::output::Out;
+
+const NO_PASSWORD: &str = "no password given: use --password-file, TIDEMARK_PASSWORD_FILE or TIDEMARK_PASSWORD";
+
+/// The storage backend for a repository URL, wrapped in retries.
+pub fn storage_for(url: &str) -> Result<Arc<dyn Storage>> {
+    if url.trim().is_empty() {
+        return Err(
+            UserError::new("the repository location is empty", "pass -r/--repo or set TIDEMARK_REPOSITORY").into()
+        );
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(UserError::new(
+                format!("invalid repository URL {url:?}: a file URL needs an absolute path"),
+                "write file:///absolute/path, or give a plain path",
+            )
+            .into());
+        }
+        return Ok(Arc::new(RetryStorage::new(LocalStorage::new(path))));
+    }
+    if url.starts_with("s3://") {
+        let s3 = S3Storage::from_url(url).with_context(|| format!("repository {url}"))?;
+        return Ok(Arc::new(RetryStorage::new(s3)));
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        return Err(UserError::new(
+            format!("unsupported repository URL scheme {scheme:?} in {url:?}"),
+            "use a path, file:///path or s3://bucket/prefix?endpoint=URL&region=R&path_style=true",
+        )
+        .into());
+    }
+    let path = std::path::absolute(url).with_context(|| format!("repository path {url:?}"))?;
+    Ok(Arc::new(RetryStorage::new(LocalStorage::new(path))))
+}
+
+/// The repository URL, or the error telling how to give one.
+pub fn repo_url(global: &Global) -> Result<&str> {
+    global
+        .repo
+        .as_deref()
+        .ok_or_else(|| UserError::new("no repository given", "use -r/--repo or set TIDEMARK_REPOSITORY").into())
+}
+
+/// A password file's contents without one trailing newline (`\n` or `\r\n`).
+pub fn read_password_file(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).with_context(|| format!("reading password file {}", path.display()))?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))
+}
+
+fn prompt(question: &str, twice: bool) -> Result<Vec<u8>> {
+    let first = rpassword::prompt_password(question).context("reading the password from the terminal")?;
+    if twice {
+        let again = rpassword::prompt_password("enter the password again: ")
+            .context("reading the password from the terminal")?;
+        if again != first {
+            return Err(UserError::plain("the passwords do not match").into());
+        }
+    }
+    Ok(first.into_bytes())
+}
+
+/// The credential that opens the repository: `--key-file`, else `--password-file`, else
+/// TIDEMARK_PASSWORD, else a prompt on a terminal. `new` asks twice and refuses empty passwords.
+pub fn credential(global: &Global, new: bool) -> Result<Credential> {
+    if let Some(path) = &global.key_file {
+        return Ok(Credential::KeyFile(read_key_file(path)?));
+    }
+    let password = if let Some(path) = &global.password_file {
+        read_password_file(path)?
+    } else if let Some(pw) = std::env::var_os("TIDEMARK_PASSWORD") {
+        pw.into_encoded_bytes()
+    } else if std::io::stdin().is_terminal() {
+        let question =
+            if new { "enter a password for the new repository: " } else { "enter the repository password: " };
+        prompt(question, new)?
+    } else {
+        return Err(UserError::plain(NO_PASSWORD).into());
+    };
+    if new && password.is_empty() {
+        return Err(UserError::new("refusing an empty password", "put a password in the password file").into());
+    }
+    Ok(Credential::Password(password))
+}
+
+/// The new credential of `key add` / `key passwd`.
+pub fn new_credential(password_file: Option<&Path>, key_file: Option<&Path>) -> Result<Credential> {
+    if let Some(path) = key_file {
+        return Ok(Credential::KeyFile(read_key_file(path)?));
+    }
+    let password = match password_file {
+        Some(path) => read_password_file(path)?,
+        None if std::io::stdin().is_terminal() => prompt("enter the new password: ", true)?,
+        None => {
+            return Err(UserError::plain("no new password given: use --new-password-file or --new-key-file").into());
+        }
+    };
+    if password.is_empty() {
+        return Err(UserError::plain("refusing an empty password").into());
+    }
+    Ok(Credential::Password(password))
+}
+
+/// KDF cost for new keys: the default, or a cheap one when TIDEMARK_TEST_FAST_KDF=1 (tests only).
+pub fn kdf_params() -> KdfParams {
+    if std::env::var("TIDEMARK_TEST_FAST_KDF").is_ok_and(|v| v == "1") {
+        KdfParams { m_kib: 1024, t: 1, p: 1 }
+    } else {
+        KdfParams::DEFAULT
+    }
+}
+
+fn env_secs(name: &str) -> Result<Option<Duration>> {
+    match std::env::var(name) {
+        Ok(v) => {
+            let secs: u64 =
+                v.trim().parse().map_err(|_| UserError::plain(format!("{name}={v:?} is not a number of seconds")))?;
+            Ok(Some(Duration::from_secs(secs)))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Lock timing from TIDEMARK_LOCK_LIFETIME_SECS / TIDEMARK_LOCK_REFRESH_SECS (tests), else default.
+fn lock_options() -> Result<Option<LockOptions>> {
+    let lifetime = env_secs("TIDEMARK_LOCK_LIFETIME_SECS")?;
+    let refresh = env_secs("TIDEMARK_LOCK_REFRESH_SECS")?;
+    if lifetime.is_none() && refresh.is_none() {
+        return Ok(None);
+    }
+    let default = LockOptions::default();
+    let lifetime = lifetime.unwrap_or(default.lifetime);
+    let refresh = refresh.unwrap_or_else(|| default.refresh.min(lifetime / 3).max(Duration::from_secs(1)));
+    Ok(Some(LockOptions { lifetime, refresh }))
+}
+
+/// Open the repository the flags name.
+pub fn open(global: &Global) -> Result<Repository> {
+    let url = repo_url(global)?;
+    let storage = storage_for(url)?;
+    // Tell a missing or newer repository before asking for a password.
+    Repository::marker(storage.as_ref())?;
+    let cred = credential(global, false)?;
+    let repo = Repository::open(storage, &cred)?;
+    Ok(match lock_options()? {
+        Some(opts) => repo.with_lock_options(opts),
+        None => repo,
+    })
+}
+
+/// `tidemark init`.
+pub fn init(global: &Global, args: &InitArgs, out: &Out) -> Result<Repository> {
+    let url = repo_url(global)?;
+    let storage = storage_for(url)?;
+    let cred = credential(global, true)?;
+    let opts = InitOptions {
+        kdf: kdf_params(),
+        pack_size: args.pack_size_mib * 1024 * 1024,
+        compression_level: args.compression_level,
+        shared_ids: None,
+    };
+    let repo = Repository::init(storage, &cred, &opts)?;
+    let id = repo.config().id;
+    if out.json {
+        out.json_value(&serde_json::json!({
+            "message_type": "initialized",
+            "id": id,
+            "repository": repo.storage().location(),
+            "format_version": repo.config().version,
+        }))?;
+    } else {
+        out.line(format!("created tidemark repository {} at {}", id.short(), repo.storage().location()))?;
+        out.line("Please note that knowledge of your password is required to access the repository.")?;
+        out.line("Losing your password means that your data is irrecoverably lost.")?;
+    }
+    Ok(repo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scheme_is_a_clear_error() {
+        let err = storage_for("ftp://host/x").unwrap_err();
+        assert!(err.to_string().contains("unsupported repository URL scheme \"ftp\""), "{err}");
+        assert!(storage_for("file://relative").is_err());
+        assert!(storage_for("").is_err());
+    }
+
+    #[test]
+    fn paths_and_file_urls_are_local() {
+        let s = storage_for("file:///tmp/x").unwrap();
+        assert!(s.location().contains("/tmp/x"), "{}", s.location());
+        let s = storage_for("relative/repo").unwrap();
+        assert!(s.location().contains("relative/repo"), "{}", s.location());
+    }
+
+    #[test]
+    fn password_file_loses_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "secret\n\n").unwrap();
+        assert_eq!(read_password_file(&p).unwrap(), b"secret\n");
+        std::fs::write(&p, "secret\r\n").unwrap();
+        assert_eq!(read_password_file(&p).unwrap(), b"secret");
+        std::fs::write(&p, "secret").unwrap();
+        assert_eq!(read_password_file(&p).unwrap(), b"secret");
+    }
+}

@@ -1,0 +1,125 @@
+//! The `tidemark` binary end to end: every test runs the real command against a real repository
+//! (local, or S3 on a moto server on 127.0.0.1) in its own temporary directory.
+//!
+//! Here: errors every user meets first (password, location, format version, URLs) and S3. The
+//! submodules cover backup and restore, maintenance (forget, prune, keys, locks) and corruption.
+
+mod util;
+
+#[path = "cli/corruption.rs"]
+mod corruption;
+#[path = "cli/maintenance.rs"]
+mod maintenance;
+#[path = "cli/round_trip.rs"]
+mod round_trip;
+
+use std::fs;
+use std::path::Path;
+
+use util::{Env, PASSWORD, noise};
+
+/// The 8-digit short id of a full snapshot id.
+pub fn short(id: &str) -> &str {
+    &id[..8]
+}
+
+#[test]
+fn wrong_password_exits_12_with_a_hint() {
+    let mut env = Env::with_repo();
+    env.password = Some("not the password".into());
+    let run = env.run(["snapshots"]).expect(12);
+    assert!(run.stderr.contains("Fatal: wrong password"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint:") && run.stderr.contains("--password-file"), "{}", run.stderr);
+}
+
+#[test]
+fn password_file_with_trailing_newline_opens_the_repository() {
+    let mut env = Env::with_repo();
+    env.password = None;
+    let file = env.write("pw", format!("{PASSWORD}\n"));
+    env.ok(["snapshots", "--password-file", &file.to_string_lossy()]);
+    env.vars.push(("TIDEMARK_PASSWORD_FILE".into(), file.to_string_lossy().into_owned()));
+    env.ok(["snapshots"]);
+}
+
+#[test]
+fn no_password_source_is_a_clear_error() {
+    let mut env = Env::with_repo();
+    env.password = None;
+    let run = env.run(["snapshots"]).expect(1);
+    assert!(
+        run.stderr.contains("no password given: use --password-file, TIDEMARK_PASSWORD_FILE or TIDEMARK_PASSWORD"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn missing_repository_exits_10() {
+    let env = Env::new();
+    let run = env.run(["snapshots"]).expect(10);
+    assert!(run.stderr.contains("no repository at"), "{}", run.stderr);
+    assert!(run.stderr.contains("tidemark init"), "{}", run.stderr);
+}
+
+#[test]
+fn newer_format_version_is_refused_clearly() {
+    let env = Env::with_repo();
+    let config = Path::new(&env.repo).join("config");
+    let mut marker: serde_json::Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    marker["version"] = 99.into();
+    fs::write(&config, serde_json::to_vec(&marker).unwrap()).unwrap();
+    let run = env.run(["snapshots"]).expect(1);
+    assert!(run.stderr.contains("version 99 is newer"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint: upgrade tidemark"), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_url_scheme_and_usage_errors() {
+    let mut env = Env::new();
+    env.repo = "ftp://example.invalid/repo".into();
+    let run = env.run(["snapshots"]).expect(1);
+    assert!(run.stderr.contains("unsupported repository URL scheme \"ftp\""), "{}", run.stderr);
+    env.run(["backup"]).expect(2);
+    env.run(["no-such-command"]).expect(2);
+    let v = env.ok(["--version"]);
+    assert!(v.stdout.starts_with("tidemark "), "{}", v.stdout);
+}
+
+#[test]
+fn s3_round_trip_against_moto() {
+    let Some(server) = tidemark_testkit::S3Server::shared_or_skip("s3_round_trip_against_moto") else {
+        return;
+    };
+    let bucket = server.new_bucket().unwrap();
+    let mut env = Env::new();
+    env.repo = server.url(&bucket, "team/repo");
+    let (key, secret) = tidemark_testkit::S3Server::credentials();
+    env.vars.push(("AWS_ACCESS_KEY_ID".into(), key.into()));
+    env.vars.push(("AWS_SECRET_ACCESS_KEY".into(), secret.into()));
+    env.ok(["init"]);
+    env.write("src/notes.txt", "to the bucket and back");
+    env.write("src/data.bin", noise(5, 2 * 1024 * 1024));
+    let id = env.backup("src", &[]);
+    assert_eq!(env.snapshot_ids(), vec![id.clone()]);
+    env.ok(["restore", &id, "--target", &env.arg("out")]);
+    let out = env.restored("out", &env.path("src"));
+    assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "to the bucket and back");
+    assert_eq!(fs::read(out.join("data.bin")).unwrap(), noise(5, 2 * 1024 * 1024));
+    env.ok(["check", "--read-data"]);
+    env.run(["init"]).expect(1);
+}
+
+#[test]
+fn unreachable_s3_endpoint_is_a_clear_error() {
+    let mut env = Env::new();
+    env.repo = "s3://bucket/repo?endpoint=http://127.0.0.1:1&region=us-east-1&path_style=true".into();
+    env.vars.push(("AWS_ACCESS_KEY_ID".into(), "testing".into()));
+    env.vars.push(("AWS_SECRET_ACCESS_KEY".into(), "testing".into()));
+    let run = env.run(["snapshots"]);
+    assert_ne!(run.code, 0);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(run.stderr.starts_with("Fatal: "), "{}", run.stderr);
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+    assert!(run.stderr.contains("hint: check the endpoint"), "{}", run.stderr);
+}
