@@ -266,6 +266,11 @@ impl Repository {
             Err(e) => return Some((*pack, format!("cannot read: {e}"), all())),
         };
         let hash_ok = Id::hash(&bytes) == *pack;
+        let header_error = match tidemark_format::pack::read_header(self.master_key(), &bytes, bytes.len() as u64) {
+            Ok(tidemark_format::pack::HeaderRead::Entries(_)) => None,
+            Ok(tidemark_format::pack::HeaderRead::NeedMore(n)) => Some(format!("header needs {n} bytes")),
+            Err(e) => Some(e.to_string()),
+        };
         let mut failed = Vec::new();
         let mut first_error = None;
         for (id, loc) in blobs {
@@ -281,12 +286,13 @@ impl Repository {
                 failed.push(*id);
             }
         }
-        if hash_ok && failed.is_empty() {
+        if hash_ok && failed.is_empty() && header_error.is_none() {
             return None;
         }
-        let detail = match first_error {
-            Some(e) => format!("{} of {} blobs fail verification (first: {e})", failed.len(), blobs.len()),
-            None => "content does not match its name (hash mismatch), all blobs still verify".into(),
+        let detail = match (first_error, header_error) {
+            (Some(e), _) => format!("{} of {} blobs fail verification (first: {e})", failed.len(), blobs.len()),
+            (None, Some(h)) => format!("pack header unreadable ({h}); all indexed blobs still verify"),
+            (None, None) => "content does not match its name (hash mismatch), all blobs still verify".into(),
         };
         Some((*pack, detail, failed))
     }

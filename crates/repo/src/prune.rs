@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tidemark_format::objects::{IndexFile, IndexPack, NodeType};
+use tidemark_format::objects::{IndexPack, NodeType};
 use tidemark_format::pack::PackWriter;
 use tidemark_format::{Id, object};
 
@@ -83,10 +83,29 @@ pub fn used_blobs(repo: &Repository, trees: impl IntoIterator<Item = Id>) -> Res
     Ok(used)
 }
 
+/// Blobs reachable from `trees`, reading trees through the index or, when the index no longer
+/// lists them, straight from the doomed packs that hold them. A tree that cannot be read spares
+/// every doomed pack (when in doubt, keep the data).
+fn used_blobs_lenient(
+    repo: &Repository,
+    trees: Vec<Id>,
+    doomed: &HashMap<Id, IndexPack>,
+    spared_all: &mut Vec<Id>,
+) -> HashSet<Id> {
+    match used_blobs(&repo.fresh(), trees) {
+        Ok(used) => used,
+        Err(_) => {
+            spared_all.extend(doomed.keys().copied());
+            doomed.values().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect()
+        }
+    }
+}
+
 struct Plan {
     keep: Vec<IndexPack>,
     repack: Vec<(IndexPack, Vec<usize>)>,
     delete: Vec<(Id, u64)>,
+    delete_index: HashMap<Id, IndexPack>,
     old_index: Vec<Id>,
     snapshots: HashSet<Id>,
 }
@@ -135,6 +154,7 @@ impl Repository {
             keep: Vec::new(),
             repack: Vec::new(),
             delete: Vec::new(),
+            delete_index: HashMap::new(),
             old_index: files.iter().map(|(id, _)| *id).collect(),
             snapshots: snapshots.iter().map(|(id, _)| *id).collect(),
         };
@@ -155,6 +175,7 @@ impl Repository {
                     report.blobs_removed += pack.blobs.len() as u64;
                     report.packs_deleted.push(pack.id);
                     plan.delete.push((pack.id, pack.size));
+                    plan.delete_index.insert(pack.id, pack);
                 } else if keep_idx.len() == pack.blobs.len()
                     || ((total - kept) as f64) <= opts.repack_threshold * total as f64
                 {
@@ -234,30 +255,32 @@ impl Repository {
             lock.check()?;
             new_index.insert(write_index(self, batch, Vec::new())?);
         }
-        for id in &plan.old_index {
-            lock.check()?;
-            self.storage().delete(&format!("{INDEX}{id}"))?;
-        }
-
-        // 3. Re-check: anything written since the plan that references a doomed pack spares it.
-        let mut doomed: HashMap<Id, u64> = plan.delete.into_iter().collect();
+        // 3. Re-check, right before anything is deleted: an index file or snapshot written since the
+        //    plan that needs a doomed pack spares it (and keeps it indexed).
+        let mut doomed: HashMap<Id, u64> = plan.delete.iter().copied().collect();
         doomed.extend(plan.repack.iter().map(|(p, _)| (p.id, p.size)));
+        let mut doomed_index: HashMap<Id, IndexPack> = plan.delete_index;
+        doomed_index.extend(plan.repack.into_iter().map(|(p, _)| (p.id, p)));
         let mut spared: HashSet<Id> = HashSet::new();
-        for (id, file) in self.list_index_files_raw()? {
-            if !new_index.contains(&id) {
+        for (id, file) in load_index_files(self)? {
+            if !new_index.contains(&id) && !plan.old_index.contains(&id) {
                 spared.extend(file.packs.iter().map(|p| p.id));
             }
         }
         let newer: Vec<Id> =
             self.snapshots()?.into_iter().filter(|(id, _)| !plan.snapshots.contains(id)).map(|(_, s)| s.tree).collect();
         if !newer.is_empty() {
-            let needed = used_blobs(self, newer)?;
-            let live = crate::index::MasterIndex::load(self)?;
-            for blob in &needed {
-                if let Some(loc) = live.get(blob) {
-                    spared.insert(live.pack(loc.pack).id);
+            let needed = used_blobs_lenient(self, newer, &doomed_index, &mut report.packs_spared);
+            for (id, pack) in &doomed_index {
+                if pack.blobs.iter().any(|b| needed.contains(&b.id)) {
+                    spared.insert(*id);
                 }
             }
+        }
+        let keep_indexed: Vec<IndexPack> = spared.iter().filter_map(|id| doomed_index.get(id).cloned()).collect();
+        if !keep_indexed.is_empty() {
+            lock.check()?;
+            write_index(self, keep_indexed, Vec::new())?;
         }
         doomed.retain(|id, _| {
             let keep = spared.contains(id);
@@ -266,6 +289,12 @@ impl Repository {
             }
             !keep
         });
+        report.packs_spared.sort();
+        report.packs_spared.dedup();
+        for id in &plan.old_index {
+            lock.check()?;
+            self.storage().delete(&format!("{INDEX}{id}"))?;
+        }
 
         // 4. Delete.
         progress.set_total(doomed.values().sum(), doomed.len() as u64);
@@ -282,9 +311,5 @@ impl Repository {
         lock.check()?;
         self.storage().put(&pack_key(&id), &bytes)?;
         Ok(index_pack(id, bytes.len() as u64, &entries))
-    }
-
-    fn list_index_files_raw(&self) -> Result<Vec<(Id, IndexFile)>> {
-        load_index_files(self)
     }
 }

@@ -257,7 +257,13 @@ fn corrupt_pack_is_named_with_the_affected_snapshot_and_other_data_still_reads()
     let packs_a: Vec<String> = mem.keys().into_iter().filter(|k| k.starts_with("data/")).collect();
     let b_files = sample_files(31, 3);
     let b = backup_files(&repo, &b_files);
-    let pack_b = mem.keys().into_iter().find(|k| k.starts_with("data/") && !packs_a.contains(k)).unwrap();
+    // The largest new pack holds file data (tree packs are small).
+    let pack_b = mem
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("data/") && !packs_a.contains(k))
+        .max_by_key(|k| mem.raw(k).unwrap().len())
+        .unwrap();
     mem.corrupt(&pack_b, |bytes| bytes[100] ^= 0x55);
     let repo = reopen(&repo);
     let report = repo.check(CheckOptions { read_data: true }, Arc::new(NoProgress)).unwrap();
@@ -338,4 +344,90 @@ fn copy_refuses_a_target_with_other_chunker_parameters() {
     backup_files(&src, &sample_files(52, 1));
     let err = src.copy_to(&dst, &src.snapshots().unwrap(), Arc::new(NoProgress)).unwrap_err();
     assert!(err.to_string().contains("copy-chunker-params-from"), "{err}");
+}
+
+/// Storage that runs `hook` once, just before the `nth` listing of `prefix`.
+#[derive(Clone)]
+struct HookOnList {
+    inner: MemoryStorage,
+    prefix: &'static str,
+    nth: usize,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+    hook: Arc<dyn Fn(&MemoryStorage) + Send + Sync>,
+}
+
+impl std::fmt::Debug for HookOnList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookOnList")
+    }
+}
+
+impl Storage for HookOnList {
+    fn location(&self) -> String {
+        "hook".into()
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<tidemark_storage::Entry>, tidemark_storage::StorageError> {
+        if prefix == self.prefix && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.nth {
+            (self.hook)(&self.inner);
+        }
+        self.inner.list(prefix)
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, tidemark_storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, tidemark_storage::StorageError> {
+        self.inner.get_range(key, range)
+    }
+    fn stat(&self, key: &str) -> Result<Option<u64>, tidemark_storage::StorageError> {
+        self.inner.stat(key)
+    }
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), tidemark_storage::StorageError> {
+        self.inner.put(key, data)
+    }
+    fn put_overwrite(&self, key: &str, data: &[u8]) -> Result<(), tidemark_storage::StorageError> {
+        self.inner.put_overwrite(key, data)
+    }
+    fn delete(&self, key: &str) -> Result<(), tidemark_storage::StorageError> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn prune_rechecks_right_before_deleting_and_spares_what_a_new_snapshot_needs() {
+    let (mem, repo) = new_repo();
+    let files = sample_files(60, 4);
+    let old = backup_files(&repo, &files);
+    backup_files(&repo, &sample_files(61, 2));
+    let old_key = format!("snapshots/{old}");
+    let old_bytes = mem.raw(&old_key).unwrap();
+    repo.remove_snapshot(&old).unwrap();
+    // Prune lists snapshots once to plan and once to re-check; between the two, the forgotten
+    // snapshot comes back (as if a concurrent writer had committed it).
+    let hooked = HookOnList {
+        inner: mem.clone(),
+        prefix: "snapshots/",
+        nth: 2,
+        seen: Arc::new(Default::default()),
+        hook: Arc::new(move |m: &MemoryStorage| m.insert_raw(&old_key, old_bytes.clone())),
+    };
+    let repo = Repository::open(Arc::new(hooked), &password()).unwrap();
+    let report = repo.prune(PruneOptions::default(), Arc::new(NoProgress)).unwrap();
+    assert!(!report.packs_spared.is_empty(), "{report:?}");
+    let repo = Repository::open(Arc::new(mem), &password()).unwrap();
+    assert_eq!(read_files(&repo, &old), files, "the returning snapshot is fully restorable");
+    let check = repo.check(CheckOptions { read_data: true }, Arc::new(NoProgress)).unwrap();
+    assert!(check.is_ok(), "{check:?}");
+}
+
+#[test]
+fn a_broken_snapshot_listing_aborts_forget() {
+    let mem = MemoryStorage::new();
+    let faulty = FaultStorage::new(mem.clone());
+    let repo = init_on(Arc::new(faulty.clone()));
+    backup_files(&repo, &sample_files(62, 1));
+    backup_files(&repo, &sample_files(63, 1));
+    faulty.break_list_after(1);
+    assert!(repo.snapshots().is_err(), "a broken listing is an error, never a short list");
+    faulty.clear();
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
 }
