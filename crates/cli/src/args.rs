@@ -66,6 +66,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Remove data that no snapshot needs.
     Prune(PruneArgs),
+    /// Copy snapshots and the data they need into another repository (off-site copies).
+    Copy(CopyArgs),
     /// Show what the repository holds and how well it deduplicates.
     Stats,
     /// Manage the keys (passwords and key files) that open the repository.
@@ -88,6 +90,38 @@ pub struct InitArgs {
     /// zstd compression level (0 disables compression).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compression_level: i32,
+    /// Another repository to take parameters from (with --copy-chunker-params).
+    #[arg(long, value_name = "URL", requires = "copy_chunker_params")]
+    pub from_repo: Option<String>,
+    /// Password file of --from-repo (default: the same credential as this repository).
+    #[arg(long, value_name = "FILE", requires = "from_repo")]
+    pub from_password_file: Option<PathBuf>,
+    /// Key file of --from-repo.
+    #[arg(long, value_name = "FILE", requires = "from_repo")]
+    pub from_key_file: Option<PathBuf>,
+    /// Share chunk ids and chunking with --from-repo, so `copy` between them sends only new data.
+    #[arg(long, requires = "from_repo")]
+    pub copy_chunker_params: bool,
+}
+
+/// `copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Repository to copy into (created with `init --from-repo SOURCE --copy-chunker-params`).
+    #[arg(long, env = "TIDEMARK_TO_REPOSITORY", value_name = "URL")]
+    pub to_repo: String,
+    /// Password file of the target (default: the same credential as the source).
+    #[arg(long, env = "TIDEMARK_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Key file of the target.
+    #[arg(long, env = "TIDEMARK_TO_KEY_FILE", value_name = "FILE")]
+    pub to_key_file: Option<PathBuf>,
+    /// Which snapshots (default: all that pass the filters).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Snapshot filters.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `backup`.

@@ -244,7 +244,15 @@ pub fn run(global: &Global, args: &DemoArgs, out: &Out) -> Result<Status> {
         key_file: None,
         ..global.clone()
     };
-    open::init(&g, &InitArgs { pack_size_mib: 16, compression_level: 1 }, &out)?;
+    let init = InitArgs {
+        pack_size_mib: 16,
+        compression_level: 1,
+        from_repo: None,
+        from_password_file: None,
+        from_key_file: None,
+        copy_chunker_params: false,
+    };
+    open::init(&g, &init, &out)?;
 
     let backup_args = BackupArgs {
         paths: vec![source.clone()],

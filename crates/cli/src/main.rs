@@ -6,6 +6,7 @@
 
 mod args;
 mod backup;
+mod copy;
 mod demo;
 mod exit;
 mod key;
@@ -50,6 +51,7 @@ fn run(cli: &Cli) -> Result<Status> {
         Command::Forget(args) => maintenance::run_forget(g, args, &out),
         Command::Prune(args) => maintenance::run_prune(g, args, &out),
         Command::Stats => maintenance::run_stats(g, &out),
+        Command::Copy(args) => copy::run(g, args, &out),
         Command::Key(command) => key::run(g, command, &out),
         Command::Unlock(args) => maintenance::run_unlock(g, args, &out),
         Command::Version => {

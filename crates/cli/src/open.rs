@@ -174,16 +174,44 @@ pub fn open(global: &Global) -> Result<Repository> {
     })
 }
 
+/// Open a second repository (copy target, init's --from-repo): its own password or key file, else
+/// the same credential as the main repository.
+pub fn open_other(
+    global: &Global,
+    url: &str,
+    password_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Repository> {
+    let storage = storage_for(url)?;
+    Repository::marker(storage.as_ref()).with_context(|| format!("repository {url}"))?;
+    let cred = match (key_file, password_file) {
+        (Some(k), _) => Credential::KeyFile(read_key_file(k)?),
+        (None, Some(p)) => Credential::Password(read_password_file(p)?),
+        (None, None) => credential(global, false)?,
+    };
+    let repo = Repository::open(storage, &cred).with_context(|| format!("repository {url}"))?;
+    Ok(match lock_options()? {
+        Some(opts) => repo.with_lock_options(opts),
+        None => repo,
+    })
+}
+
 /// `tidemark init`.
 pub fn init(global: &Global, args: &InitArgs, out: &Out) -> Result<Repository> {
     let url = repo_url(global)?;
     let storage = storage_for(url)?;
     let cred = credential(global, true)?;
+    let shared_ids = match &args.from_repo {
+        Some(from) if args.copy_chunker_params => Some(
+            open_other(global, from, args.from_password_file.as_deref(), args.from_key_file.as_deref())?.shared_ids(),
+        ),
+        _ => None,
+    };
     let opts = InitOptions {
         kdf: kdf_params(),
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,
-        shared_ids: None,
+        shared_ids,
     };
     let repo = Repository::init(storage, &cred, &opts)?;
     let id = repo.config().id;

@@ -123,3 +123,71 @@ fn unreachable_s3_endpoint_is_a_clear_error() {
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
     assert!(run.stderr.contains("hint: check the endpoint"), "{}", run.stderr);
 }
+
+#[test]
+fn three_two_one_copies_to_s3_and_a_second_disk_incrementally() {
+    let Some(server) = tidemark_testkit::S3Server::shared_or_skip("three_two_one_copies") else {
+        return;
+    };
+    let mut env = Env::with_repo();
+    let (key, secret) = tidemark_testkit::S3Server::credentials();
+    env.vars.push(("AWS_ACCESS_KEY_ID".into(), key.into()));
+    env.vars.push(("AWS_SECRET_ACCESS_KEY".into(), secret.into()));
+    let bucket = server.new_bucket().unwrap();
+    let offsite = server.url(&bucket, "offsite");
+    let disk2 = env.arg("second-disk");
+    let offsite_pw = env.write("offsite.pass", "another password\n");
+    let offsite_pw = offsite_pw.to_string_lossy().into_owned();
+    let primary = env.repo.clone();
+    let primary_pw = env.write("primary.pass", format!("{PASSWORD}\n")).to_string_lossy().into_owned();
+    env.ok([
+        "-r",
+        &offsite,
+        "--password-file",
+        &offsite_pw,
+        "init",
+        "--from-repo",
+        &primary,
+        "--from-password-file",
+        &primary_pw,
+        "--copy-chunker-params",
+    ]);
+    env.ok(["-r", &disk2, "init", "--from-repo", &primary, "--copy-chunker-params"]);
+
+    env.write("src/big.bin", noise(7, 3 * 1024 * 1024));
+    env.write("src/notes.txt", "first");
+    env.backup("src", &[]);
+    let first = env.ok(["copy", "--to-repo", &offsite, "--to-password-file", &offsite_pw, "--json"]).json();
+    assert_eq!(first["copied"].as_array().unwrap().len(), 1, "{first}");
+    env.ok(["copy", "--to-repo", &disk2]);
+
+    env.write("src/notes.txt", "second");
+    env.backup("src", &[]);
+    let second = env.ok(["copy", "--to-repo", &offsite, "--to-password-file", &offsite_pw, "--json"]).json();
+    assert_eq!(second["copied"].as_array().unwrap().len(), 1, "only the new snapshot: {second}");
+    assert_eq!(second["already_present"].as_array().unwrap().len(), 1, "{second}");
+    assert!(second["bytes_copied"].as_u64().unwrap() < 1024 * 1024, "incremental: {second}");
+    env.ok(["copy", "--to-repo", &disk2]);
+
+    for (repo, pw) in [(offsite.as_str(), Some(offsite_pw.as_str())), (disk2.as_str(), None)] {
+        let mut args = vec!["-r", repo];
+        if let Some(pw) = pw {
+            args.extend(["--password-file", pw]);
+        }
+        let target = env.arg(&format!("restore-{}", repo.len()));
+        let mut restore = args.clone();
+        restore.extend(["restore", "latest", "--target", &target]);
+        env.ok(restore);
+        let out = env.restored(&format!("restore-{}", repo.len()), &env.path("src"));
+        assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "second");
+        assert_eq!(fs::read(out.join("big.bin")).unwrap(), noise(7, 3 * 1024 * 1024));
+        let mut check = args.clone();
+        check.extend(["check", "--read-data"]);
+        env.ok(check);
+    }
+    // A target that does not share chunking is refused with the fix.
+    let stranger = env.arg("stranger");
+    env.ok(["-r", &stranger, "init"]);
+    let run = env.run(["copy", "--to-repo", &stranger]).expect(1);
+    assert!(run.stderr.contains("--copy-chunker-params"), "{}", run.stderr);
+}

@@ -45,7 +45,7 @@ impl Repository {
     ) -> Result<CopyReport> {
         if self.master_key().id != target.master_key().id || self.config().chunker != target.config().chunker {
             return Err(RepoError::Invalid(format!(
-                "{} does not share chunker parameters with {}; create it with `tidemark init --copy-chunker-params-from {}`",
+                "{} does not share chunker parameters with {}; create it with `tidemark -r TARGET init --from-repo {} --copy-chunker-params`",
                 target.storage().location(),
                 self.storage().location(),
                 self.storage().location()

@@ -343,7 +343,7 @@ fn copy_refuses_a_target_with_other_chunker_parameters() {
     let (_m2, dst) = new_repo();
     backup_files(&src, &sample_files(52, 1));
     let err = src.copy_to(&dst, &src.snapshots().unwrap(), Arc::new(NoProgress)).unwrap_err();
-    assert!(err.to_string().contains("copy-chunker-params-from"), "{err}");
+    assert!(err.to_string().contains("--copy-chunker-params"), "{err}");
 }
 
 /// Storage that runs `hook` once, just before the `nth` listing of `prefix`.
