@@ -119,13 +119,16 @@ pub fn chunk_lengths(params: &ChunkerParams, data: &[u8]) -> Vec<usize> {
     out
 }
 
-/// First buffer size of a [`StreamChunker`]; it doubles up to `2 * max_size` only while input keeps
-/// coming, so small files never touch a large buffer.
+/// First buffer size of a [`StreamChunker`]; it doubles up to `max_size + READ_AHEAD` only while
+/// input keeps coming, so small files never touch a large buffer.
 const INITIAL_BUFFER: usize = 256 * 1024;
+
+/// Bytes read beyond `max_size` per refill (fewer, larger reads; bounded memory).
+const READ_AHEAD: usize = 1024 * 1024;
 
 /// Streaming chunker over any reader; reuses one buffer of `max_size` (plus read-ahead).
 ///
-/// The buffer grows to at most `2 * max_size` and is refilled by moving the unconsumed tail to the
+/// The buffer grows to at most `max_size + READ_AHEAD` and is refilled by moving the unconsumed tail to the
 /// front. Boundaries are exactly those of [`chunk_lengths`] over the concatenated input: a cut point
 /// found inside the buffered bytes is final; otherwise the chunker refills so that `max_size` bytes
 /// (or the rest of the input) are in view. The only per-chunk copy is into the caller's `out`.
@@ -143,7 +146,18 @@ pub struct StreamChunker<R> {
 impl<R: Read> StreamChunker<R> {
     /// A chunker over `reader`.
     pub fn new(reader: R, params: ChunkerParams) -> Self {
-        StreamChunker { reader, params, cutter: Cutter::new(&params), buf: Vec::new(), start: 0, end: 0, eof: false }
+        Self::with_buffer(reader, params, Vec::new())
+    }
+
+    /// A chunker that reuses `buf` (from [`StreamChunker::into_buffer`] of an earlier one), so that
+    /// chunking many files neither allocates nor zeroes a fresh buffer per file.
+    pub fn with_buffer(reader: R, params: ChunkerParams, buf: Vec<u8>) -> Self {
+        StreamChunker { reader, params, cutter: Cutter::new(&params), buf, start: 0, end: 0, eof: false }
+    }
+
+    /// The buffer, for reuse by the next chunker.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Start over on another reader, keeping the buffer (saves allocations and page faults when
@@ -185,7 +199,7 @@ impl<R: Read> StreamChunker<R> {
         }
     }
 
-    /// Move the unconsumed bytes to the front and read until the buffer (`2 * max_size`) is full or
+    /// Move the unconsumed bytes to the front and read until the buffer (`max_size + READ_AHEAD`) is full or
     /// the input ends. Afterwards at least `max_size` bytes are buffered, or all remaining input.
     fn refill(&mut self) -> std::io::Result<()> {
         if self.start > 0 {
@@ -193,7 +207,7 @@ impl<R: Read> StreamChunker<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        let cap = 2 * self.cutter.max_size;
+        let cap = self.cutter.max_size + READ_AHEAD;
         while !self.eof && self.end < cap {
             if self.end == self.buf.len() {
                 let grown = (self.buf.len() * 2).clamp(INITIAL_BUFFER.min(cap), cap);

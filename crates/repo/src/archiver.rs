@@ -64,6 +64,7 @@ struct Shared {
     data_added_packed: AtomicU64,
     lock: LockGuard,
     spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    chunker_buffers: Mutex<Vec<Vec<u8>>>,
     progress: Arc<dyn Progress>,
 }
 
@@ -109,6 +110,7 @@ impl Repository {
             data_added_packed: AtomicU64::new(0),
             lock,
             spare,
+            chunker_buffers: Mutex::new(Vec::new()),
             progress,
         });
         let mut workers = Vec::new();
@@ -132,7 +134,7 @@ fn worker(s: &Shared, rx: &Receiver<Job>) {
         if let Err(e) = s.store(job.blob_type, &job.id, &job.data) {
             s.fail(e);
         }
-        let _ = s.spare.0.try_send(job.data);
+        s.recycle(job.data);
     }
 }
 
@@ -156,14 +158,9 @@ impl Shared {
         let key = self.repo.master_key();
         let level = self.repo.config().compression_level;
         let ty = blob_type.object_type();
-        let sealed = object::encode(key, ty, id, data, &random_bytes(), level);
-        // Verify before upload: a codec bug must never reach the repository.
-        let check = object::decode_blob(key, ty, id, &sealed)
+        // Compressed payloads are decompressed and compared before sealing (see encode_verified).
+        let sealed = object::encode_verified(key, ty, id, data, &random_bytes(), level)
             .map_err(|e| RepoError::format(format!("verifying new {ty} {id} before upload"), e))?;
-        if check.len() != data.len() {
-            return Err(RepoError::Invalid(format!("verifying new {ty} {id}: length mismatch")));
-        }
-        drop(check);
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.data_added_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
@@ -216,6 +213,14 @@ impl Shared {
         Ok(())
     }
 
+    /// Keep a chunk buffer for reuse (saves page faults), unless it grew large (bounded memory).
+    fn recycle(&self, mut buf: Vec<u8>) {
+        if buf.capacity() <= 2 * 1024 * 1024 {
+            buf.clear();
+            let _ = self.spare.0.try_send(buf);
+        }
+    }
+
     fn is_new(&self, id: &Id) -> bool {
         !self.index.contains(id) && lock_or(&self.added).insert(*id)
     }
@@ -226,7 +231,8 @@ impl Archiver {
     /// several threads at once.
     pub fn save_reader(&self, reader: impl Read) -> Result<SavedContent> {
         let s = &self.shared;
-        let mut chunker = StreamChunker::new(reader, s.repo.config().chunker);
+        let buffer = lock_or(&s.chunker_buffers).pop().unwrap_or_default();
+        let mut chunker = StreamChunker::with_buffer(reader, s.repo.config().chunker, buffer);
         let mut buf = s.spare.1.try_recv().unwrap_or_default();
         let mut saved = SavedContent::default();
         loop {
@@ -243,7 +249,8 @@ impl Archiver {
                 self.send(Job { blob_type: BlobType::Data, id, data })?;
             }
         }
-        let _ = s.spare.0.try_send(buf);
+        s.recycle(buf);
+        lock_or(&s.chunker_buffers).push(chunker.into_buffer());
         s.take_error_peek()?;
         Ok(saved)
     }
