@@ -38,6 +38,8 @@ pub enum ObjectType {
     DataBlob = 7,
     /// A directory tree.
     TreeBlob = 8,
+    /// A named object (`named/<namespace>/<name>`: WAL segment records and other catalogs).
+    Named = 9,
 }
 
 impl fmt::Display for ObjectType {
@@ -63,6 +65,7 @@ impl ObjectType {
             ObjectType::PackHeader => "pack header",
             ObjectType::DataBlob => "data blob",
             ObjectType::TreeBlob => "tree blob",
+            ObjectType::Named => "named object",
         }
     }
 }

@@ -328,6 +328,15 @@ impl Archiver {
         self.save_snapshot(snapshot)
     }
 
+    /// Finish without a snapshot: every blob stored so far is in packs and indexed when this
+    /// returns (for sources that record their data in named objects, such as WAL segments).
+    pub fn finish_without_snapshot(mut self) -> Result<ArchiverStats> {
+        self.finish()?;
+        self.shared.lock.check()?;
+        self.shared.repo.refresh_index();
+        Ok(self.stats())
+    }
+
     /// Store a blob whose plaintext is already known (copy, repair); returns its id.
     pub fn save_blob(&self, blob_type: BlobType, data: Vec<u8>) -> Result<Id> {
         let id = self.shared.repo.master_key().chunk_id(&data);

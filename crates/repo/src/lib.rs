@@ -27,6 +27,7 @@ pub mod forget;
 pub mod index;
 mod keys;
 mod lock;
+pub mod named;
 mod progress;
 pub mod prune;
 mod repository;

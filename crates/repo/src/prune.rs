@@ -101,6 +101,26 @@ fn used_blobs_lenient(
     }
 }
 
+/// Every named object (`named/<namespace>/<name>`) with the data blobs its record lists in a
+/// top-level `content` array. A record that cannot be read aborts: its data must not be pruned.
+pub fn named_content(repo: &Repository) -> Result<Vec<(String, Vec<Id>)>> {
+    let mut out = Vec::new();
+    for entry in repo.storage().list(crate::named::NAMED)? {
+        let Some(rest) = entry.key.strip_prefix(crate::named::NAMED) else { continue };
+        let Some((namespace, name)) = rest.split_once('/') else { continue };
+        let record: serde_json::Value = repo.get_named(namespace, name)?.ok_or_else(|| {
+            RepoError::Invalid(format!("named object {rest} vanished while being read; run prune again"))
+        })?;
+        let ids = record
+            .get("content")
+            .and_then(|c| c.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        out.push((entry.key, ids));
+    }
+    Ok(out)
+}
+
 struct Plan {
     keep: Vec<IndexPack>,
     repack: Vec<(IndexPack, Vec<usize>)>,
@@ -108,6 +128,7 @@ struct Plan {
     delete_index: HashMap<Id, IndexPack>,
     old_index: Vec<Id>,
     snapshots: HashSet<Id>,
+    named: HashSet<String>,
 }
 
 impl Repository {
@@ -133,7 +154,9 @@ impl Repository {
         let present = list_packs(self)?;
         progress.status("finding data in use");
         let snapshots = self.snapshots()?;
-        let used = used_blobs(self, snapshots.iter().map(|(_, s)| s.tree))?;
+        let mut used = used_blobs(self, snapshots.iter().map(|(_, s)| s.tree))?;
+        let named = named_content(self)?;
+        used.extend(named.iter().flat_map(|(_, ids)| ids.iter().copied()));
         report.blobs_used = used.len() as u64;
 
         let missing: Vec<String> = files
@@ -157,6 +180,7 @@ impl Repository {
             delete_index: HashMap::new(),
             old_index: files.iter().map(|(id, _)| *id).collect(),
             snapshots: snapshots.iter().map(|(id, _)| *id).collect(),
+            named: named.into_iter().map(|(key, _)| key).collect(),
         };
         let mut claimed: HashSet<Id> = HashSet::new();
         let mut indexed: HashSet<Id> = HashSet::new();
@@ -269,6 +293,16 @@ impl Repository {
         }
         let newer: Vec<Id> =
             self.snapshots()?.into_iter().filter(|(id, _)| !plan.snapshots.contains(id)).map(|(_, s)| s.tree).collect();
+        let newer_named: HashSet<Id> = named_content(self)?
+            .into_iter()
+            .filter(|(key, _)| !plan.named.contains(key))
+            .flat_map(|(_, ids)| ids)
+            .collect();
+        for (id, pack) in &doomed_index {
+            if pack.blobs.iter().any(|b| newer_named.contains(&b.id)) {
+                spared.insert(*id);
+            }
+        }
         if !newer.is_empty() {
             let needed = used_blobs_lenient(self, newer, &doomed_index, &mut report.packs_spared);
             for (id, pack) in &doomed_index {

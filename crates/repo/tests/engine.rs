@@ -431,3 +431,28 @@ fn a_broken_snapshot_listing_aborts_forget() {
     faulty.clear();
     assert_eq!(repo.snapshots().unwrap().len(), 2);
 }
+
+#[test]
+fn prune_keeps_blobs_that_named_records_list() {
+    let (_mem, repo) = new_repo();
+    let files = sample_files(70, 2);
+    let archiver = repo.archiver("wal", Arc::new(NoProgress)).unwrap();
+    let saved = archiver.save_reader(&files[0].1[..]).unwrap();
+    archiver.finish_without_snapshot().unwrap();
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+    struct Record {
+        size: u64,
+        content: Vec<Id>,
+    }
+    let record = Record { size: saved.size, content: saved.content.clone() };
+    repo.put_named("wal", "000000010000000000000001", &record).unwrap();
+    let report = repo.prune(PruneOptions::default(), Arc::new(NoProgress)).unwrap();
+    assert!(report.packs_deleted.is_empty(), "named content is in use: {report:?}");
+    let repo = reopen(&repo);
+    let back: Record = repo.get_named("wal", "000000010000000000000001").unwrap().unwrap();
+    let mut data = Vec::new();
+    for id in &back.content {
+        data.extend(repo.read_blob(tidemark_repo::format::pack::BlobType::Data, id).unwrap());
+    }
+    assert_eq!(data, files[0].1);
+}
