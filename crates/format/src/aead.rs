@@ -103,8 +103,13 @@ fn object_key(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
 ///
 /// Lets callers (object encoding) build the plaintext right behind the nonce and seal without a copy.
 pub(crate) fn seal_in_place(key: &[u8; 32], ty: ObjectType, id: &Id, buf: &mut Vec<u8>) {
-    assert!(buf.len() >= NONCE_LEN, "seal_in_place needs the nonce in front");
-    let (nonce, body) = buf.split_at_mut(NONCE_LEN);
+    seal_in_place_from(key, ty, id, buf, 0);
+}
+
+/// [`seal_in_place`] for an object that starts at `start` in `buf` (sealing into a pack buffer).
+pub(crate) fn seal_in_place_from(key: &[u8; 32], ty: ObjectType, id: &Id, buf: &mut Vec<u8>, start: usize) {
+    assert!(buf.len() >= start + NONCE_LEN, "seal_in_place needs the nonce in front");
+    let (nonce, body) = buf[start..].split_at_mut(NONCE_LEN);
     let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().expect("split at NONCE_LEN");
     let (sealing, gcm_nonce) = object_key(key, nonce);
     let tag = sealing

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::aead::{NONCE_LEN, OVERHEAD, seal_in_place};
+use crate::aead::{NONCE_LEN, OVERHEAD, seal_in_place, seal_in_place_from};
 use crate::compression::{compress_into, decompress_vec};
 use crate::{FormatError, Id, MasterKey, ObjectType};
 
@@ -36,19 +36,39 @@ pub fn encode_verified(
     level: i32,
 ) -> Result<Vec<u8>, FormatError> {
     let mut buf = Vec::with_capacity(plaintext.len() + 1 + OVERHEAD);
-    buf.extend_from_slice(nonce);
-    let mode = compress_into(plaintext, level, &mut buf);
+    encode_verified_into(key, ty, id, plaintext, nonce, level, &mut buf)?;
+    Ok(buf)
+}
+
+/// [`encode_verified`] appending the sealed object to `out` (a pack buffer), without an
+/// intermediate allocation. On error `out` is left as it was.
+pub fn encode_verified_into(
+    key: &MasterKey,
+    ty: ObjectType,
+    id: &Id,
+    plaintext: &[u8],
+    nonce: &[u8; 24],
+    level: i32,
+    out: &mut Vec<u8>,
+) -> Result<(), FormatError> {
+    let start = out.len();
+    out.reserve(plaintext.len() + 1 + OVERHEAD);
+    out.extend_from_slice(nonce);
+    let mode = compress_into(plaintext, level, out);
     if mode == crate::compression::Compression::Zstd {
-        let back = crate::compression::decompress(&buf[NONCE_LEN..], plaintext.len())?;
-        if back != plaintext {
+        let verified = crate::compression::decompress(&out[start + NONCE_LEN..], plaintext.len())
+            .map_err(|e| e.to_string())
+            .and_then(|back| if back == plaintext { Ok(()) } else { Err("content differs".to_string()) });
+        if let Err(why) = verified {
+            out.truncate(start);
             return Err(FormatError::Corrupt {
                 what: "compressed blob",
-                detail: format!("{ty} {id} does not decompress to its plaintext; refusing to store it"),
+                detail: format!("{ty} {id} does not decompress to its plaintext ({why}); refusing to store it"),
             });
         }
     }
-    seal_in_place(&key.data, ty, id, &mut buf);
-    Ok(buf)
+    seal_in_place_from(&key.data, ty, id, out, start);
+    Ok(())
 }
 
 /// Open and decompress an object sealed by [`encode`].
@@ -103,5 +123,26 @@ mod tests {
             // Same bytes as the unverified encoder for the same nonce.
             assert_eq!(sealed, encode(&key, ObjectType::DataBlob, &id, data, &[9u8; 24], 1));
         }
+    }
+
+    #[test]
+    fn sealing_into_a_pack_equals_sealing_then_adding() {
+        let key = MasterKey::from_bytes([4u8; 64]);
+        let blobs: Vec<Vec<u8>> = vec![b"one ".repeat(5000), (0..3000u32).map(|i| (i * 7919 >> 3) as u8).collect()];
+        let mut direct = crate::pack::PackWriter::default();
+        let mut copied = crate::pack::PackWriter::default();
+        for (n, data) in blobs.iter().enumerate() {
+            let id = key.chunk_id(data);
+            let nonce = [n as u8; 24];
+            direct
+                .add_with(crate::pack::BlobType::Data, id, data.len() as u32, |buf| {
+                    encode_verified_into(&key, ObjectType::DataBlob, &id, data, &nonce, 1, buf)
+                })
+                .unwrap();
+            let sealed = encode(&key, ObjectType::DataBlob, &id, data, &nonce, 1);
+            copied.add(crate::pack::BlobType::Data, id, &sealed, data.len() as u32);
+        }
+        assert_eq!(direct.entries(), copied.entries());
+        assert_eq!(direct.finish(&key, &[0u8; 24]).1, copied.finish(&key, &[0u8; 24]).1);
     }
 }

@@ -98,6 +98,31 @@ impl PackWriter {
         self.buf.extend_from_slice(sealed);
     }
 
+    /// Append a blob that `write` seals straight into the pack buffer (no intermediate copy); the
+    /// entry records what `write` appended. On error nothing is added.
+    pub fn add_with<E>(
+        &mut self,
+        blob_type: BlobType,
+        id: Id,
+        raw_length: u32,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<u32, E> {
+        let offset = self.buf.len();
+        if let Err(e) = write(&mut self.buf) {
+            self.buf.truncate(offset);
+            return Err(e);
+        }
+        let length = u32::try_from(self.buf.len() - offset).expect("sealed blob below 4 GiB");
+        self.entries.push(PackEntry { blob_type, id, offset: offset as u64, length, raw_length });
+        Ok(length)
+    }
+
+    /// An empty pack reusing the allocation of an earlier pack's bytes (saves page faults).
+    pub fn reuse(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        PackWriter { buf, entries: Vec::new() }
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.buf.len()

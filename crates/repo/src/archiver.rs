@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -54,8 +54,8 @@ struct Shared {
     repo: Repository,
     index: MasterIndex,
     added: Mutex<HashSet<Id>>,
-    data_packer: Mutex<PackWriter>,
-    tree_packer: Mutex<PackWriter>,
+    /// Set when the archiver commits: workers then upload their partly filled packs.
+    committing: AtomicBool,
     pending: Mutex<Vec<IndexPack>>,
     written_index: Mutex<Vec<Id>>,
     error: Mutex<Option<RepoError>>,
@@ -95,13 +95,11 @@ impl Repository {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
         let (tx, rx) = bounded::<Job>(threads * 2);
         let spare = bounded(threads * 2 + 2);
-        let pack_size = self.config().pack_size as usize;
         let shared = Arc::new(Shared {
             repo: self.clone(),
             index,
             added: Mutex::new(HashSet::new()),
-            data_packer: Mutex::new(PackWriter::with_capacity(pack_size + pack_size / 8)),
-            tree_packer: Mutex::new(PackWriter::default()),
+            committing: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             written_index: Mutex::new(Vec::new()),
             error: Mutex::new(None),
@@ -126,15 +124,34 @@ impl Repository {
     }
 }
 
+/// A worker's own packs: blobs are sealed straight into them, so workers never contend for a pack
+/// and no blob is copied after sealing.
+struct WorkerPacks {
+    data: PackWriter,
+    tree: PackWriter,
+}
+
 fn worker(s: &Shared, rx: &Receiver<Job>) {
+    let pack_size = s.repo.config().pack_size as usize;
+    let mut packs =
+        WorkerPacks { data: PackWriter::with_capacity(pack_size + pack_size / 8), tree: PackWriter::default() };
     for job in rx {
         if lock_or(&s.error).is_some() {
             continue;
         }
-        if let Err(e) = s.store(job.blob_type, &job.id, &job.data) {
+        if let Err(e) = s.store(&mut packs, job.blob_type, &job.id, &job.data) {
             s.fail(e);
         }
         s.recycle(job.data);
+    }
+    // The channel closed: on commit, upload what this worker still holds.
+    if s.committing.load(Ordering::SeqCst) && lock_or(&s.error).is_none() {
+        for pack in [packs.data, packs.tree] {
+            if let Err(e) = s.upload(pack).map(drop) {
+                s.fail(e);
+                break;
+            }
+        }
     }
 }
 
@@ -153,40 +170,35 @@ impl Shared {
         }
     }
 
-    /// Compress, seal, verify by decoding, then add to the right pack; upload full packs.
-    fn store(&self, blob_type: BlobType, id: &Id, data: &[u8]) -> Result<()> {
+    /// Compress, verify, seal into this worker's pack; upload it when full.
+    fn store(&self, packs: &mut WorkerPacks, blob_type: BlobType, id: &Id, data: &[u8]) -> Result<()> {
         let key = self.repo.master_key();
         let level = self.repo.config().compression_level;
         let ty = blob_type.object_type();
+        let packer = match blob_type {
+            BlobType::Data => &mut packs.data,
+            BlobType::Tree => &mut packs.tree,
+        };
         // Compressed payloads are decompressed and compared before sealing (see encode_verified).
-        let sealed = object::encode_verified(key, ty, id, data, &random_bytes(), level)
+        let sealed_len = packer
+            .add_with(blob_type, *id, data.len() as u32, |buf| {
+                object::encode_verified_into(key, ty, id, data, &random_bytes(), level, buf)
+            })
             .map_err(|e| RepoError::format(format!("verifying new {ty} {id} before upload"), e))?;
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.data_added.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.data_added_packed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        let packer = match blob_type {
-            BlobType::Data => &self.data_packer,
-            BlobType::Tree => &self.tree_packer,
-        };
-        let full = {
-            let mut p = lock_or(packer);
-            p.add(blob_type, *id, &sealed, data.len() as u32);
-            if p.len() as u64 >= self.repo.config().pack_size {
-                let cap = p.len() + p.len() / 8;
-                Some(std::mem::replace(&mut *p, PackWriter::with_capacity(cap)))
-            } else {
-                None
-            }
-        };
-        if let Some(pack) = full {
-            self.upload(pack)?;
+        self.data_added_packed.fetch_add(u64::from(sealed_len), Ordering::Relaxed);
+        if packer.len() as u64 >= self.repo.config().pack_size {
+            let full = std::mem::take(packer);
+            *packer = PackWriter::reuse(self.upload(full)?);
         }
         Ok(())
     }
 
-    fn upload(&self, pack: PackWriter) -> Result<()> {
+    /// Upload a pack and queue its index entry; returns the pack's buffer for reuse.
+    fn upload(&self, pack: PackWriter) -> Result<Vec<u8>> {
         if pack.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (id, bytes, entries) = pack.finish(self.repo.master_key(), &random_bytes());
         self.lock.check()?;
@@ -199,7 +211,7 @@ impl Shared {
         if flush {
             self.flush_index()?;
         }
-        Ok(())
+        Ok(bytes)
     }
 
     fn flush_index(&self) -> Result<()> {
@@ -348,13 +360,9 @@ impl Archiver {
 
     /// Drain the workers, upload the last packs, write the index.
     fn finish(&mut self) -> Result<()> {
+        self.shared.committing.store(true, Ordering::SeqCst);
         self.drain()?;
-        let s = &self.shared;
-        let data = std::mem::take(&mut *lock_or(&s.data_packer));
-        s.upload(data)?;
-        let trees = std::mem::take(&mut *lock_or(&s.tree_packer));
-        s.upload(trees)?;
-        s.flush_index()
+        self.shared.flush_index()
     }
 
     fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
