@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn sealing_into_a_pack_equals_sealing_then_adding() {
         let key = MasterKey::from_bytes([4u8; 64]);
-        let blobs: Vec<Vec<u8>> = vec![b"one ".repeat(5000), (0..3000u32).map(|i| (i * 7919 >> 3) as u8).collect()];
+        let blobs: Vec<Vec<u8>> = vec![b"one ".repeat(5000), (0..3000u32).map(|i| ((i * 7919) >> 3) as u8).collect()];
         let mut direct = crate::pack::PackWriter::default();
         let mut copied = crate::pack::PackWriter::default();
         for (n, data) in blobs.iter().enumerate() {
