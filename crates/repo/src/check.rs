@@ -216,6 +216,35 @@ impl Repository {
             }
         }
         let mut report = walk.report;
+        // Named records (WAL segments...): each must open, and every blob it lists must be indexed.
+        for entry in self.storage().list(crate::named::NAMED)? {
+            let Some((namespace, name)) =
+                entry.key.strip_prefix(crate::named::NAMED).and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            match self.get_named::<serde_json::Value>(namespace, name) {
+                Err(e) => {
+                    report.problem("unreadable-named", entry.key.clone(), e.to_string());
+                }
+                Ok(record) => {
+                    let ids: Vec<Id> = record
+                        .as_ref()
+                        .and_then(|r| r.get("content"))
+                        .and_then(|c| c.as_array())
+                        .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+                        .unwrap_or_default();
+                    let missing = ids.iter().filter(|id| !index.contains(id) || walk.bad.contains_key(id)).count();
+                    if missing > 0 {
+                        report.problem(
+                            "missing-blob",
+                            entry.key.clone(),
+                            format!("{missing} of {} data blobs of this record are missing or damaged", ids.len()),
+                        );
+                    }
+                }
+            }
+        }
         for (id, lock) in self.list_locks()? {
             if let Ok(l) = lock
                 && crate::is_stale(

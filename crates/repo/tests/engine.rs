@@ -456,3 +456,19 @@ fn prune_keeps_blobs_that_named_records_list() {
     }
     assert_eq!(data, files[0].1);
 }
+
+#[test]
+fn check_reports_a_named_record_whose_data_is_gone() {
+    let (mem, repo) = new_repo();
+    let archiver = repo.archiver("wal", Arc::new(NoProgress)).unwrap();
+    let saved = archiver.save_reader(&sample_files(71, 1)[0].1[..]).unwrap();
+    archiver.finish_without_snapshot().unwrap();
+    repo.put_named("wal", "seg", &serde_json::json!({ "content": saved.content })).unwrap();
+    let ok = repo.check(CheckOptions { read_data: true }, Arc::new(NoProgress)).unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    for pack in mem.keys().into_iter().filter(|k| k.starts_with("data/")) {
+        mem.remove_raw(&pack);
+    }
+    let report = reopen(&repo).check(CheckOptions::default(), Arc::new(NoProgress)).unwrap();
+    assert!(report.errors.iter().any(|e| e.object == "named/wal/seg" && e.kind == "missing-blob"), "{report:?}");
+}
