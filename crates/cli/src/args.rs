@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Encrypted, deduplicated, compressed backups of directories to local disk or S3.
+/// Encrypted, deduplicated, compressed backups of directories and S3 buckets to local disk or S3.
 #[derive(Debug, Parser)]
 #[command(name = "tidemark", version = crate::version_string(), propagate_version = true)]
 #[command(after_help = "Exit codes: 0 ok, 1 fatal error, 2 usage error, 3 backup incomplete \
@@ -48,14 +48,18 @@ pub struct Global {
 pub enum Command {
     /// Create a new repository.
     Init(InitArgs),
-    /// Back up files and directories into a new snapshot.
+    /// Back up files and directories, or a bucket (s3://...), into a new snapshot.
     Backup(BackupArgs),
+    /// Back up a directory or bucket again and again, every DURATION (continuous mode).
+    Watch(WatchArgs),
     /// List snapshots.
-    Snapshots(FilterArgs),
+    Snapshots(SnapshotsArgs),
     /// List the files of a snapshot.
     Ls(LsArgs),
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot into a directory, or a bucket snapshot into a bucket.
     Restore(RestoreArgs),
+    /// List every snapshot and version in which a file matching PATTERN exists.
+    Find(FindArgs),
     /// Write one file of a snapshot to stdout.
     Dump(DumpArgs),
     /// Show what changed between two snapshots.
@@ -125,10 +129,11 @@ pub struct CopyArgs {
 }
 
 /// `backup`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
-    /// Files and directories to back up.
-    #[arg(required = true, value_name = "PATH")]
+    /// Files and directories to back up, or one bucket:
+    /// s3://bucket[/prefix][?endpoint=URL&region=R&path_style=true].
+    #[arg(required = true, value_name = "PATH|URL")]
     pub paths: Vec<PathBuf>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
@@ -143,9 +148,39 @@ pub struct BackupArgs {
     /// host and paths).
     #[arg(long, value_name = "SNAPSHOT")]
     pub parent: Option<String>,
-    /// Re-read every file even if unchanged.
+    /// Re-read every file even if unchanged (directories only).
     #[arg(long)]
     pub force: bool,
+    /// Buckets with versioning: also keep every non-current version written since the last run.
+    #[arg(long)]
+    pub all_versions: bool,
+    /// Buckets: objects fetched at once (default 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+}
+
+/// `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// What to back up, and how: the arguments of `backup`.
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// Time between the starts of two runs: 30s, 5m, 1h, 1h30m.
+    #[arg(long, value_name = "DURATION", value_parser = crate::watch::parse_interval)]
+    pub every: std::time::Duration,
+    /// Stop after N runs (default: run until interrupted with Ctrl-C).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// `find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A name (`IMG_1234.jpg`, at any depth) or glob (`/photos/2024/*.jpg`, anchored).
+    pub pattern: String,
+    /// Only snapshots of this source: a bucket URL, a backed-up path or a source name.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
 }
 
 /// Which snapshots: `--host`, `--tag`, `--path` (each repeatable).
@@ -160,6 +195,17 @@ pub struct FilterArgs {
     /// Only snapshots of exactly these paths (repeatable).
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
+}
+
+/// `snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this source: a bucket URL, a backed-up path or a source name.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Only snapshots of these hosts/tags/paths.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 /// `ls`.
@@ -177,10 +223,12 @@ pub struct LsArgs {
 /// `restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (or unique prefix), or `latest`.
-    pub snapshot: String,
-    /// Directory to restore into (created if missing).
-    #[arg(short, long, value_name = "DIR")]
+    /// Snapshot id (or unique prefix), or `latest`; may be left out with --at.
+    #[arg(required_unless_present = "at")]
+    pub snapshot: Option<String>,
+    /// Directory to restore into (created if missing), or, for a bucket snapshot, a bucket URL
+    /// s3://bucket[/prefix]?endpoint=...
+    #[arg(short, long, value_name = "DIR|URL")]
     pub target: PathBuf,
     /// Only restore paths matching this glob, with their parents and children (repeatable).
     #[arg(long = "include", value_name = "PATTERN")]
@@ -188,7 +236,22 @@ pub struct RestoreArgs {
     /// Replace files that already exist in the target.
     #[arg(long)]
     pub overwrite: bool,
-    /// With `latest`: the latest of these hosts/tags/paths.
+    /// The newest snapshot taken at or before this time: RFC 3339 (2026-03-01T14:00:00Z) or a
+    /// local date and time (2026-03-01 14:00, 2026-03-01).
+    #[arg(long, value_name = "TIME", value_parser = crate::restore::parse_time)]
+    pub at: Option<jiff::Timestamp>,
+    /// With `latest` or --at: only snapshots of this source (bucket URL, backed-up path or
+    /// source name).
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Bucket snapshots taken with --all-versions: also restore the newest captured version of
+    /// each object deleted before the snapshot.
+    #[arg(long)]
+    pub include_deleted: bool,
+    /// Bucket snapshots: objects written at once (default 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+    /// With `latest` or --at: the latest of these hosts/tags/paths.
     #[command(flatten)]
     pub filter: FilterArgs,
 }

@@ -1,25 +1,42 @@
-//! `tidemark backup`: directories into a new snapshot.
+//! `tidemark backup`: directories (or, through [`crate::bucket`], a bucket) into a new snapshot.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use tidemark_format::Id;
 use tidemark_format::objects::SnapshotSummary;
 use tidemark_repo::{Repository, SnapshotFilter};
 use tidemark_source_fs::{BackupOptions, BackupOutcome};
 
 use crate::args::{BackupArgs, Global};
 use crate::exit::Status;
-use crate::open;
 use crate::output::{Out, bytes};
 use crate::progress::Bar;
+use crate::{bucket, open};
 
 /// Run `backup`.
 pub fn run(global: &Global, args: &BackupArgs, out: &Out) -> Result<Status> {
+    // Usage errors before asking for a password.
+    let url = bucket::backup_url(args)?;
     let repo = open::open(global)?;
-    let (outcome, seconds) = backup(&repo, args, out)?;
-    report(&outcome, seconds, out)
+    once(&repo, url.as_deref(), args, out).map(|(status, _)| status)
+}
+
+/// One backup of the paths, or of the bucket `url`, with its summary printed (also used by
+/// `watch`): the status and the new snapshot's id.
+pub fn once(repo: &Repository, url: Option<&str>, args: &BackupArgs, out: &Out) -> Result<(Status, Id)> {
+    match url {
+        Some(url) => {
+            let (outcome, seconds) = bucket::backup(repo, url, args, out)?;
+            Ok((bucket::report_backup(&outcome, seconds, out)?, outcome.id))
+        }
+        None => {
+            let (outcome, seconds) = backup(repo, args, out)?;
+            Ok((report(&outcome, seconds, out)?, outcome.id))
+        }
+    }
 }
 
 /// Back up with `args`; returns the outcome and the seconds it took (also used by `demo`).

@@ -261,6 +261,8 @@ pub fn run(global: &Global, args: &DemoArgs, out: &Out) -> Result<Status> {
         excludes: Vec::new(),
         parent: None,
         force: false,
+        all_versions: false,
+        concurrency: None,
     };
     step(&out, "3. first backup")?;
     let (first, secs) = backup::backup(&open::open(&g)?, &backup_args, &out)?;
@@ -285,10 +287,14 @@ pub fn run(global: &Global, args: &DemoArgs, out: &Out) -> Result<Status> {
     let repo = open::open(&g)?;
     let (_, latest) = repo.find_snapshot("latest", &SnapshotFilter::default())?;
     let restore_args = RestoreArgs {
-        snapshot: "latest".into(),
+        snapshot: Some("latest".into()),
         target: target.clone(),
         includes: Vec::new(),
         overwrite: false,
+        at: None,
+        source: None,
+        include_deleted: false,
+        concurrency: None,
         filter: FilterArgs::default(),
     };
     let restored = restore::restore(&repo, &latest, &restore_args, &out)?;

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | success (also: stdout was closed early, e.g. `tidemark dump ... \| head`) |
 //! | 1 | fatal error; also `check` found damage, `restore` could not restore some files |
-//! | 2 | usage error: unknown command or flag, bad value (printed by the argument parser) |
+//! | 2 | usage error: unknown command or flag, bad value, options that do not go together |
 //! | 3 | `backup` saved a snapshot, but some files could not be read (they are not in it) |
 //! | 10 | there is no repository at the location |
 //! | 11 | the repository is locked by another process |
@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use tidemark_repo::RepoError;
 use tidemark_source_fs::FsError;
+use tidemark_source_objects::ObjectsError;
 use tidemark_storage::StorageError;
 
 /// Success.
@@ -64,17 +65,23 @@ impl Status {
 pub struct UserError {
     message: String,
     hint: Option<String>,
+    usage: bool,
 }
 
 impl UserError {
     /// An error with a hint.
     pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        UserError { message: message.into(), hint: Some(hint.into()) }
+        UserError { message: message.into(), hint: Some(hint.into()), usage: false }
     }
 
     /// An error without a hint.
     pub fn plain(message: impl Into<String>) -> Self {
-        UserError { message: message.into(), hint: None }
+        UserError { message: message.into(), hint: None, usage: false }
+    }
+
+    /// Arguments that do not go together (exit code 2, like the argument parser's errors).
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        UserError { message: message.into(), hint: Some(hint.into()), usage: true }
     }
 }
 
@@ -86,14 +93,22 @@ impl std::fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
-/// The repository error somewhere in the chain, if any.
-fn repo_error(err: &anyhow::Error) -> Option<&RepoError> {
-    err.chain().find_map(|e| {
-        e.downcast_ref::<RepoError>().or_else(|| match e.downcast_ref::<FsError>() {
+/// The repository error this error is or wraps (directly, or inside a source's error).
+fn as_repo_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a RepoError> {
+    e.downcast_ref::<RepoError>()
+        .or_else(|| match e.downcast_ref::<FsError>() {
             Some(FsError::Repo(r)) => Some(r),
             _ => None,
         })
-    })
+        .or_else(|| match e.downcast_ref::<ObjectsError>() {
+            Some(ObjectsError::Repo(r)) => Some(r),
+            _ => None,
+        })
+}
+
+/// The repository error somewhere in the chain, if any.
+fn repo_error(err: &anyhow::Error) -> Option<&RepoError> {
+    err.chain().find_map(as_repo_error)
 }
 
 /// Whether the error is (caused by) writing to a closed pipe.
@@ -105,6 +120,9 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 pub fn code_for(err: &anyhow::Error) -> u8 {
     if is_broken_pipe(err) {
         return OK;
+    }
+    if err.chain().any(|e| e.downcast_ref::<UserError>().is_some_and(|u| u.usage)) {
+        return USAGE;
     }
     match repo_error(err) {
         Some(RepoError::NoRepository(_)) => NO_REPOSITORY,
@@ -124,17 +142,16 @@ fn cli_hint(err: &RepoError) -> Option<String> {
 }
 
 /// The hint for an error, if any.
-fn hint_for(err: &anyhow::Error) -> Option<String> {
+pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for e in err.chain() {
         if let Some(u) = e.downcast_ref::<UserError>() {
             return u.hint.clone();
         }
-        let repo = e.downcast_ref::<RepoError>().or_else(|| match e.downcast_ref::<FsError>() {
-            Some(FsError::Repo(r)) => Some(r),
-            _ => None,
-        });
-        if let Some(r) = repo {
+        if let Some(r) = as_repo_error(e) {
             return r.hint().or_else(|| cli_hint(r));
+        }
+        if let Some(o) = e.downcast_ref::<ObjectsError>() {
+            return o.hint();
         }
         if let Some(s) = e.downcast_ref::<StorageError>() {
             return RepoError::Storage(StorageError::new(s.kind(), String::new())).hint();
@@ -156,7 +173,9 @@ pub fn message(err: &anyhow::Error) -> String {
             }
             text.push_str(&part);
         }
-        if cause.downcast_ref::<StorageError>().is_some() {
+        if cause.downcast_ref::<StorageError>().is_some()
+            || matches!(cause.downcast_ref::<ObjectsError>(), Some(ObjectsError::Bucket(_)))
+        {
             break;
         }
     }
@@ -225,5 +244,19 @@ mod tests {
         assert!(hint_for(&e).is_some_and(|h| h.contains("endpoint")));
         let u = anyhow::Error::new(UserError::new("no policy", "give --keep-last"));
         assert_eq!(hint_for(&u).as_deref(), Some("give --keep-last"));
+    }
+
+    #[test]
+    fn bucket_errors_get_codes_and_hints() {
+        let e = anyhow::Error::new(ObjectsError::Repo(RepoError::WrongPassword("/r".into()))).context("backup");
+        assert_eq!(code_for(&e), WRONG_PASSWORD);
+        let denied = StorageError::new(tidemark_storage::ErrorKind::PermissionDenied, "403 on list")
+            .with_source(io::Error::other("client internals"));
+        let e = anyhow::Error::new(ObjectsError::Bucket(denied)).context("bucket s3://b");
+        assert_eq!(code_for(&e), FATAL);
+        assert_eq!(message(&e), "bucket s3://b: 403 on list");
+        assert!(hint_for(&e).is_some_and(|h| h.contains("AWS_ACCESS_KEY_ID")), "{:?}", hint_for(&e));
+        let u = anyhow::Error::new(UserError::usage("mixed", "one kind per backup"));
+        assert_eq!(code_for(&u), USAGE);
     }
 }

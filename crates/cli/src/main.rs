@@ -1,14 +1,16 @@
 //! `tidemark`: the command line, and the composition root that joins storage backends, the
-//! repository engine and the directory source.
+//! repository engine and the sources (directories and buckets).
 //!
 //! Each command lives in the module of its group; [`exit`] documents the exit codes and is the only
 //! place where errors become codes. docs/CLI.md describes every command and flag.
 
 mod args;
 mod backup;
+mod bucket;
 mod copy;
 mod demo;
 mod exit;
+mod find;
 mod key;
 mod maintenance;
 mod open;
@@ -16,6 +18,7 @@ mod output;
 mod progress;
 mod restore;
 mod snapshots;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::LazyLock;
@@ -42,9 +45,11 @@ fn run(cli: &Cli) -> Result<Status> {
     match &cli.command {
         Command::Init(args) => open::init(g, args, &out).map(|_| Status::Ok),
         Command::Backup(args) => backup::run(g, args, &out),
+        Command::Watch(args) => watch::run(g, args, &out),
         Command::Snapshots(args) => snapshots::run_snapshots(g, args, &out),
         Command::Ls(args) => snapshots::run_ls(g, args, &out),
         Command::Restore(args) => restore::run(g, args, &out),
+        Command::Find(args) => find::run(g, args, &out),
         Command::Dump(args) => snapshots::run_dump(g, args, &out),
         Command::Diff(args) => snapshots::run_diff(g, args, &out),
         Command::Check(args) => maintenance::run_check(g, args, &out),

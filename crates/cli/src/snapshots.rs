@@ -9,11 +9,11 @@ use tidemark_format::objects::{Node, NodeType, Snapshot};
 use tidemark_repo::SnapshotFilter;
 use tidemark_repo::tree::{self, ChangeKind};
 
-use crate::args::{DiffArgs, DumpArgs, FilterArgs, Global, LsArgs};
+use crate::args::{DiffArgs, DumpArgs, Global, LsArgs, SnapshotsArgs};
 use crate::exit::{Status, UserError};
 use crate::open;
 use crate::output::{Out, bytes, local_time, mode_string, table};
-use crate::restore::filter;
+use crate::restore::{filter, normalize_source, source_matches};
 
 /// A snapshot as `--json` shows it: its fields plus `id` and `short_id`.
 pub fn snapshot_json(id: &Id, s: &Snapshot) -> Result<serde_json::Value> {
@@ -46,10 +46,15 @@ pub fn snapshot_table(list: &[(Id, Snapshot)]) -> String {
 }
 
 /// Run `snapshots`.
-pub fn run_snapshots(global: &Global, args: &FilterArgs, out: &Out) -> Result<Status> {
+pub fn run_snapshots(global: &Global, args: &SnapshotsArgs, out: &Out) -> Result<Status> {
     let repo = open::open(global)?;
-    let f = filter(args);
-    let list: Vec<(Id, Snapshot)> = repo.snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    let f = filter(&args.filter);
+    let source = args.source.as_deref().map(normalize_source);
+    let list: Vec<(Id, Snapshot)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.matches(s) && source.as_deref().is_none_or(|src| source_matches(s, src)))
+        .collect();
     if out.json {
         let values = list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Result<Vec<_>>>()?;
         out.json_value(&values)?;

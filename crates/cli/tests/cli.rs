@@ -2,10 +2,13 @@
 //! (local, or S3 on a moto server on 127.0.0.1) in its own temporary directory.
 //!
 //! Here: errors every user meets first (password, location, format version, URLs) and S3. The
-//! submodules cover backup and restore, maintenance (forget, prune, keys, locks) and corruption.
+//! submodules cover backup and restore, buckets as a source (backup, restore --at, find, watch),
+//! maintenance (forget, prune, keys, locks) and corruption.
 
 mod util;
 
+#[path = "cli/buckets.rs"]
+mod buckets;
 #[path = "cli/corruption.rs"]
 mod corruption;
 #[path = "cli/maintenance.rs"]
