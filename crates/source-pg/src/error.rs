@@ -23,6 +23,18 @@ pub enum ErrorKind {
     Wal,
     /// The caller's sink failed.
     Sink,
+    /// The repository failed (storage, authentication of stored bytes, locks); the
+    /// [`source`](std::error::Error::source) is the engine's error.
+    Repository,
+    /// The repository already holds something different under this name (a WAL segment or
+    /// history file with other content, a source name used by another cluster): nothing was
+    /// overwritten.
+    Conflict,
+    /// A recovery target the repository cannot reach (before the oldest base backup, after the
+    /// newest archived WAL, inside a gap), or no base backup at all.
+    Target,
+    /// A local file or directory (the WAL file to push, the restore target) could not be used.
+    Local,
 }
 
 /// An error from the PostgreSQL source: what happened, with the context and, where there is one,
@@ -74,6 +86,36 @@ impl PgError {
     pub fn sink(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let source = err.into();
         PgError { kind: ErrorKind::Sink, message: source.to_string(), sqlstate: None, source: Some(source) }
+    }
+
+    /// A repository error, with what was being done; the engine's hint, if any, is kept.
+    pub fn repository(context: &str, err: tidemark_repo::RepoError) -> Self {
+        let message = match err.hint() {
+            Some(hint) => format!("{context}: {err} (hint: {hint})"),
+            None => format!("{context}: {err}"),
+        };
+        PgError { kind: ErrorKind::Repository, message, sqlstate: None, source: Some(Box::new(err)) }
+    }
+
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+
+    pub(crate) fn target(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Target, message)
+    }
+
+    pub(crate) fn local(context: impl std::fmt::Display, err: io::Error) -> Self {
+        PgError {
+            kind: ErrorKind::Local,
+            message: format!("{context}: {err}"),
+            sqlstate: None,
+            source: Some(Box::new(err)),
+        }
+    }
+
+    pub(crate) fn local_msg(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Local, message)
     }
 
     /// What kind of failure this is.

@@ -16,6 +16,13 @@
 //! - [`wal`]: segment and history file names, and the long page header that lets archive-push
 //!   refuse a segment of another cluster.
 //!
+//! On top of the client, the protection of a cluster in a Tidemark repository:
+//! - [`pg_backup`]: a base backup streamed into the repository as a snapshot ([`backup`]).
+//! - [`archive::archive_push`] / [`archive::archive_get`]: the WAL archive behind `archive_command`
+//!   and `restore_command`, with the per-source cluster identity ([`archive`]).
+//! - [`pg_restore`]: the base backup a recovery target needs, written out with the recovery
+//!   settings ([`restore`]).
+//!
 //! Synchronous, one command at a time per connection. No TLS yet (`sslmode=require` is
 //! refused, not ignored).
 //!
@@ -41,15 +48,20 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod archive;
+pub mod backup;
 mod basebackup;
 mod client;
 mod config;
 mod conn;
 mod error;
 mod lsn;
+pub mod restore;
 mod stream;
 pub mod wal;
 
+pub use archive::{PushOutcome, WalRecord, archive_get, archive_push};
+pub use backup::{PgBackupOptions, PgBackupOutcome, pg_backup};
 pub use basebackup::{
     ArchiveInfo, BackupStart, BaseBackupInfo, BaseBackupOptions, BaseBackupSink, Member, MemberKind, Tablespace,
 };
@@ -58,4 +70,5 @@ pub use config::ConnectConfig;
 pub use conn::ResultSet;
 pub use error::{ErrorKind, PgError};
 pub use lsn::Lsn;
+pub use restore::{PgRestoreOptions, PgRestoreOutcome, RecoveryTarget, TargetAction, pg_restore};
 pub use stream::{WalMessage, WalStream};
