@@ -14,10 +14,24 @@ pub(crate) fn kind_of(err: &opendal::Error) -> ErrorKind {
         Dal::NotFound => ErrorKind::NotFound,
         Dal::AlreadyExists | Dal::ConditionNotMatch => ErrorKind::AlreadyExists,
         Dal::PermissionDenied => ErrorKind::PermissionDenied,
+        // OpenDAL reports missing or unloadable credentials as a plain error at signing time.
+        _ if missing_credentials(err) => ErrorKind::PermissionDenied,
         Dal::RateLimited => ErrorKind::Transient,
         _ if err.is_temporary() => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     }
+}
+
+/// Whether signing failed for lack of credentials (OpenDAL reports that as a plain signing error
+/// whose cause says "failed to load signing credential").
+fn missing_credentials(err: &opendal::Error) -> bool {
+    let mut text = err.message().to_owned();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.contains("signing credential")
 }
 
 /// A storage error for a failed `action` (`"read"`, `"write"`, ...) on `key` at `location`.
@@ -83,6 +97,8 @@ mod tests {
         assert_eq!(kind(Dal::RateLimited), ErrorKind::Transient);
         assert_eq!(kind(Dal::Unexpected), ErrorKind::Permanent);
         assert_eq!(kind(Dal::ConfigInvalid), ErrorKind::Permanent);
+        let unsigned = opendal::Error::new(Dal::Unexpected, "failed to load signing credential");
+        assert_eq!(kind_of(&unsigned), ErrorKind::PermissionDenied);
         let temporary = opendal::Error::new(Dal::Unexpected, "send http request").set_temporary();
         assert_eq!(kind_of(&temporary), ErrorKind::Transient);
     }
