@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "tidemark", version = crate::version_string(), propagate_version = true)]
 #[command(after_help = "Exit codes: 0 ok, 1 fatal error, 2 usage error, 3 backup incomplete \
-(some files unreadable), 10 no repository, 11 repository locked, 12 wrong password. See docs/CLI.md.")]
+(some files unreadable), 10 no repository, 11 repository locked, 12 wrong password; `pg archive-push` 0/1, `pg archive-get` \
+0 found/1 not found/2 error. See docs/CLI.md.")]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -83,6 +84,10 @@ pub enum Command {
     Version,
     /// Run the whole job on a generated sample: init, backup twice, restore, verify, check.
     Demo(DemoArgs),
+    /// PostgreSQL: base backups, the WAL archive (archive_command, restore_command) and
+    /// point-in-time restores.
+    #[command(subcommand)]
+    Pg(PgCommand),
 }
 
 /// `init`.
@@ -369,4 +374,102 @@ pub struct DemoArgs {
     /// Where to put the sample, the repository and the restore (default: a new temporary directory).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// `pg ...`.
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// Take a base backup of a running cluster over a replication connection.
+    Backup(PgBackupArgs),
+    /// Store one WAL file in the repository (for archive_command: `... pg archive-push --source S %p`).
+    /// Exit 0 once it is durable (or already stored, identical), 1 on any error.
+    ArchivePush(PgArchivePushArgs),
+    /// Write one archived WAL file to DEST (for restore_command: `... pg archive-get --source S %f %p`).
+    /// Exit 0 found, 1 not in the repository, 2 error.
+    ArchiveGet(PgArchiveGetArgs),
+    /// Restore a cluster into an empty directory, to the latest state or to a recovery target.
+    Restore(PgRestoreArgs),
+}
+
+/// `pg backup`.
+#[derive(Debug, Args)]
+pub struct PgBackupArgs {
+    /// Source name: which cluster this is in the repository (letters, digits, `.`, `_`, `-`).
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// libpq-style connection string of a role with REPLICATION:
+    /// `host=db1 port=5432 user=repl password=secret`.
+    #[arg(long, value_name = "CONNSTR")]
+    pub connect: String,
+    /// The backup label (default `tidemark`).
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+/// `pg archive-push`.
+#[derive(Debug, Args)]
+pub struct PgArchivePushArgs {
+    /// Source name (the same as for `pg backup`).
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// The WAL file to store (`%p`).
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+/// `pg archive-get`.
+#[derive(Debug, Args)]
+pub struct PgArchiveGetArgs {
+    /// Source name.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// The archived file's name (`%f`).
+    #[arg(value_name = "FILE")]
+    pub file: String,
+    /// Where to write it (`%p`).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+}
+
+/// `pg restore`.
+#[derive(Debug, Args)]
+pub struct PgRestoreArgs {
+    /// Source name.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// The data directory to create (missing or empty).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: PathBuf,
+    /// Recover every transaction committed at or before TIME: RFC 3339 or a local date and time.
+    #[arg(long, value_name = "TIME", value_parser = crate::restore::parse_time, group = "recovery_target")]
+    pub time: Option<jiff::Timestamp>,
+    /// Recover up to this WAL location (`0/16B3748`).
+    #[arg(long, value_name = "LSN", value_parser = crate::pg::parse_lsn, group = "recovery_target")]
+    pub lsn: Option<tidemark_source_pg::Lsn>,
+    /// Recover up to and including this transaction id.
+    #[arg(long, value_name = "XID", group = "recovery_target")]
+    pub xid: Option<u64>,
+    /// Recover up to this restore point (`pg_create_restore_point`).
+    #[arg(long, value_name = "NAME", group = "recovery_target")]
+    pub name: Option<String>,
+    /// What the server does once it reaches the target (default: pause; needs a target).
+    #[arg(long, value_enum, requires = "recovery_target")]
+    pub target_action: Option<PgTargetAction>,
+}
+
+/// `--target-action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgTargetAction {
+    /// Pause recovery: inspect with queries, then `pg_wal_replay_resume()` or promote.
+    Pause,
+    /// End recovery and open for writes on a new timeline.
+    Promote,
+    /// Stop the server.
+    Shutdown,
 }

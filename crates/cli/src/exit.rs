@@ -10,6 +10,17 @@
 //! | 11 | the repository is locked by another process |
 //! | 12 | wrong password or key file |
 //!
+//! `pg archive-push` and `pg archive-get` run under PostgreSQL (`archive_command`,
+//! `restore_command`), which restarts its archiver or aborts recovery on a code above 125, so they
+//! have their own table and map every error, including a wrong password, a missing repository or
+//! unreachable storage, into it ([`Status::WalPushFailed`], [`Status::WalNotFound`],
+//! [`Status::WalGetFailed`]):
+//!
+//! | command | 0 | 1 | 2 |
+//! |---|---|---|---|
+//! | `pg archive-push` | stored, or already stored with identical bytes | any error (PostgreSQL retries) | usage error |
+//! | `pg archive-get` | found and written | not in the repository | any error, or usage error |
+//!
 //! Errors print as `Fatal: <message>` on stderr, followed by `hint: <what to do>` when there is a
 //! hint; never a panic or a backtrace. The same table is in docs/CLI.md.
 
@@ -35,6 +46,8 @@ pub const NO_REPOSITORY: u8 = 10;
 pub const LOCKED: u8 = 11;
 /// Wrong password or key file.
 pub const WRONG_PASSWORD: u8 = 12;
+/// `pg archive-get` failed (PostgreSQL's restore_command convention; also the usage code).
+pub const WAL_GET_ERROR: u8 = 2;
 
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +59,12 @@ pub enum Status {
     /// The command ran to its end but found or caused damage (check errors, restore errors); the
     /// details were printed.
     Failed,
+    /// `pg archive-push` failed (the error was printed): 1, whatever the error.
+    WalPushFailed,
+    /// `pg archive-get`: the repository does not hold the file.
+    WalNotFound,
+    /// `pg archive-get` failed (the error was printed): 2, whatever the error.
+    WalGetFailed,
 }
 
 impl Status {
@@ -54,7 +73,8 @@ impl Status {
         match self {
             Status::Ok => OK,
             Status::Incomplete => INCOMPLETE_BACKUP,
-            Status::Failed => FATAL,
+            Status::Failed | Status::WalPushFailed | Status::WalNotFound => FATAL,
+            Status::WalGetFailed => WAL_GET_ERROR,
         }
     }
 }
@@ -189,11 +209,23 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         // stdout went away (`| head`): the reader had what it wanted.
         return ExitCode::from(OK);
     }
+    print(err);
+    ExitCode::from(code)
+}
+
+/// Print `err` as `Fatal: ...` and its hint on stderr.
+pub fn print(err: &anyhow::Error) {
     eprintln!("Fatal: {}", message(err));
     if let Some(hint) = hint_for(err) {
         eprintln!("hint: {hint}");
     }
-    ExitCode::from(code)
+}
+
+/// The status of `pg archive-push` (`get == false`) or `pg archive-get` after `err`, printed:
+/// never a code above 125, never 10-12 (see the table above).
+pub fn wal_failure(err: &anyhow::Error, get: bool) -> Status {
+    print(err);
+    if get { Status::WalGetFailed } else { Status::WalPushFailed }
 }
 
 /// Replace the panic message by a short one without a backtrace: a panic is a bug, and the user
@@ -244,6 +276,16 @@ mod tests {
         assert!(hint_for(&e).is_some_and(|h| h.contains("endpoint")));
         let u = anyhow::Error::new(UserError::new("no policy", "give --keep-last"));
         assert_eq!(hint_for(&u).as_deref(), Some("give --keep-last"));
+    }
+
+    #[test]
+    fn wal_commands_stay_below_125_whatever_the_error() {
+        let wrong = anyhow::Error::new(RepoError::WrongPassword("/r".into()));
+        assert_eq!(wal_failure(&wrong, false).code(), 1);
+        assert_eq!(wal_failure(&wrong, true).code(), 2);
+        let none = anyhow::Error::new(RepoError::NoRepository("/r".into()));
+        assert_eq!(wal_failure(&none, false).code(), 1);
+        assert_eq!(Status::WalNotFound.code(), 1);
     }
 
     #[test]

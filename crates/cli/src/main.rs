@@ -1,5 +1,5 @@
 //! `tidemark`: the command line, and the composition root that joins storage backends, the
-//! repository engine and the sources (directories and buckets).
+//! repository engine and the sources (directories, buckets and PostgreSQL clusters).
 //!
 //! Each command lives in the module of its group; [`exit`] documents the exit codes and is the only
 //! place where errors become codes. docs/CLI.md describes every command and flag.
@@ -15,6 +15,7 @@ mod key;
 mod maintenance;
 mod open;
 mod output;
+mod pg;
 mod progress;
 mod restore;
 mod snapshots;
@@ -71,6 +72,7 @@ fn run(cli: &Cli) -> Result<Status> {
             Ok(Status::Ok)
         }
         Command::Demo(args) => demo::run(g, args, &out),
+        Command::Pg(command) => pg::run(g, command, &out),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Here: errors every user meets first (password, location, format version, URLs) and S3. The
 //! submodules cover backup and restore, buckets as a source (backup, restore --at, find, watch),
-//! maintenance (forget, prune, keys, locks) and corruption.
+//! maintenance (forget, prune, keys, locks), corruption, and PostgreSQL (`pg`, against a real
+//! cluster whose archive_command is this binary).
 
 mod util;
 
@@ -13,6 +14,8 @@ mod buckets;
 mod corruption;
 #[path = "cli/maintenance.rs"]
 mod maintenance;
+#[path = "cli/pg.rs"]
+mod pg;
 #[path = "cli/round_trip.rs"]
 mod round_trip;
 

@@ -205,7 +205,8 @@ impl EnvRef<'_> {
     }
 }
 
-fn execute(mut cmd: Command) -> Run {
+/// Run a prepared command and collect what it gave.
+pub fn execute(mut cmd: Command) -> Run {
     let out = cmd.output().expect("run tidemark");
     Run {
         code: out.status.code().unwrap_or(-1),
