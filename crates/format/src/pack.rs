@@ -76,16 +76,60 @@ impl BlobType {
 }
 
 /// Builds one pack in memory from already sealed blobs.
+///
+/// The pack may start `pad` bytes into its buffer so that it begins on a page boundary
+/// ([`PackWriter::with_aligned_capacity`]): storage can then write it with direct I/O, without a
+/// page-cache copy. The pad is never part of the pack.
 #[derive(Debug, Default)]
 pub struct PackWriter {
     buf: Vec<u8>,
+    pad: usize,
     entries: Vec<PackEntry>,
+}
+
+/// Alignment of packs built by [`PackWriter::with_aligned_capacity`].
+pub const PACK_ALIGN: usize = 4096;
+
+/// A finished pack whose bytes start `pad` bytes into their buffer (see [`PackWriter::finish_aligned`]).
+#[derive(Debug)]
+pub struct PackBytes {
+    buf: Vec<u8>,
+    pad: usize,
+}
+
+impl PackBytes {
+    /// The pack.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.pad..]
+    }
+
+    /// The underlying buffer, for [`PackWriter::reuse`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+fn aligned_start(mut buf: Vec<u8>) -> (Vec<u8>, usize) {
+    buf.clear();
+    buf.reserve(PACK_ALIGN);
+    let pad = match buf.as_ptr().align_offset(PACK_ALIGN) {
+        n if n < PACK_ALIGN => n,
+        _ => 0,
+    };
+    buf.resize(pad, 0);
+    (buf, pad)
 }
 
 impl PackWriter {
     /// An empty pack, with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
-        PackWriter { buf: Vec::with_capacity(capacity), entries: Vec::new() }
+        PackWriter { buf: Vec::with_capacity(capacity), pad: 0, entries: Vec::new() }
+    }
+
+    /// An empty pack with room for `capacity` bytes whose first byte is page-aligned in memory.
+    pub fn with_aligned_capacity(capacity: usize) -> Self {
+        let (buf, pad) = aligned_start(Vec::with_capacity(capacity + PACK_ALIGN));
+        PackWriter { buf, pad, entries: Vec::new() }
     }
 
     /// Append a sealed blob.
@@ -94,7 +138,8 @@ impl PackWriter {
     /// If `sealed` is 4 GiB or longer (blobs are at most a few MiB).
     pub fn add(&mut self, blob_type: BlobType, id: Id, sealed: &[u8], raw_length: u32) {
         let length = u32::try_from(sealed.len()).expect("sealed blob below 4 GiB");
-        self.entries.push(PackEntry { blob_type, id, offset: self.buf.len() as u64, length, raw_length });
+        let offset = (self.buf.len() - self.pad) as u64;
+        self.entries.push(PackEntry { blob_type, id, offset, length, raw_length });
         self.buf.extend_from_slice(sealed);
     }
 
@@ -113,19 +158,19 @@ impl PackWriter {
             return Err(e);
         }
         let length = u32::try_from(self.buf.len() - offset).expect("sealed blob below 4 GiB");
-        self.entries.push(PackEntry { blob_type, id, offset: offset as u64, length, raw_length });
+        self.entries.push(PackEntry { blob_type, id, offset: (offset - self.pad) as u64, length, raw_length });
         Ok(length)
     }
 
-    /// An empty pack reusing the allocation of an earlier pack's bytes (saves page faults).
-    pub fn reuse(mut buf: Vec<u8>) -> Self {
-        buf.clear();
-        PackWriter { buf, entries: Vec::new() }
+    /// An empty, page-aligned pack reusing the allocation of an earlier pack (saves page faults).
+    pub fn reuse(buf: Vec<u8>) -> Self {
+        let (buf, pad) = aligned_start(buf);
+        PackWriter { buf, pad, entries: Vec::new() }
     }
 
     /// Bytes so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pad
     }
 
     /// No blob yet.
@@ -146,7 +191,15 @@ impl PackWriter {
     /// # Panics
     /// If the sealed header reaches 4 GiB (about 100 million blobs).
     pub fn finish(self, key: &MasterKey, nonce: &[u8; 24]) -> (Id, Vec<u8>, Vec<PackEntry>) {
-        let PackWriter { mut buf, entries } = self;
+        let (id, bytes, entries) = self.finish_aligned(key, nonce);
+        let PackBytes { mut buf, pad } = bytes;
+        buf.drain(..pad);
+        (id, buf, entries)
+    }
+
+    /// [`PackWriter::finish`] keeping the buffer and its alignment (no copy).
+    pub fn finish_aligned(self, key: &MasterKey, nonce: &[u8; 24]) -> (Id, PackBytes, Vec<PackEntry>) {
+        let PackWriter { mut buf, pad, entries } = self;
         let header_len = NONCE_LEN + entries.len() * HEADER_ENTRY_LEN + TAG_LEN;
         let mut header = Vec::with_capacity(header_len);
         header.extend_from_slice(nonce);
@@ -167,7 +220,7 @@ impl PackWriter {
         buf.extend_from_slice(&sealed_len.to_le_bytes());
         buf.extend_from_slice(MAGIC);
         buf.push(PACK_VERSION);
-        (Id::hash(&buf), buf, entries)
+        (Id::hash(&buf[pad..]), PackBytes { buf, pad }, entries)
     }
 }
 

@@ -200,9 +200,10 @@ impl Shared {
         if pack.is_empty() {
             return Ok(Vec::new());
         }
-        let (id, bytes, entries) = pack.finish(self.repo.master_key(), &random_bytes());
+        let (id, packed, entries) = pack.finish_aligned(self.repo.master_key(), &random_bytes());
+        let bytes = packed.as_slice();
         self.lock.check()?;
-        self.repo.storage().put(&pack_key(&id), &bytes)?;
+        self.repo.storage().put(&pack_key(&id), bytes)?;
         let flush = {
             let mut pending = lock_or(&self.pending);
             pending.push(index_pack(id, bytes.len() as u64, &entries));
@@ -211,7 +212,7 @@ impl Shared {
         if flush {
             self.flush_index()?;
         }
-        Ok(bytes)
+        Ok(packed.into_buffer())
     }
 
     fn flush_index(&self) -> Result<()> {
