@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use futures::StreamExt;
-use opendal::{Buffer, HttpTransporter, Metadata, Operator};
-use opendal_http_transport_reqwest::ReqwestTransport;
+use opendal::{Buffer, Metadata, Operator};
 use tidemark_storage::{ErrorKind, StorageError};
 use tidemark_storage_s3::S3Config;
 
@@ -45,39 +44,7 @@ impl Bucket {
         let setup = |what: &str, err: &dyn fmt::Display| {
             ObjectsError::Invalid(format!("cannot set up the S3 client for {location}: {what}: {err}"))
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|e| setup("HTTP client", &e))?;
-        let mut builder = opendal::services::S3::default().bucket(&config.bucket).root(&format!("/{}", config.prefix));
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.endpoint(endpoint);
-        }
-        match (&config.region, &config.endpoint) {
-            (Some(region), _) => builder = builder.region(region),
-            (None, Some(_)) => builder = builder.region("us-east-1"),
-            (None, None) => return Err(setup("no region", &"set AWS_REGION or add ?region=REGION to the URL")),
-        }
-        if !config.path_style {
-            builder = builder.enable_virtual_host_style();
-        }
-        match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                builder = builder.access_key_id(id).secret_access_key(secret);
-                if let Some(token) = &config.session_token {
-                    builder = builder.session_token(token);
-                }
-                builder = builder.disable_config_load().disable_ec2_metadata();
-            }
-            _ if config.allow_anonymous => {
-                builder = builder.skip_signature().disable_config_load().disable_ec2_metadata();
-            }
-            _ => {}
-        }
-        let op = Operator::new(builder).map_err(|e| setup("configuration", &e))?;
-        let context = op.context().with_http_transport(HttpTransporter::new(ReqwestTransport::new(client)));
-        let op = op.with_context(context);
+        let op = tidemark_storage_s3::operator(config).map_err(|e| ObjectsError::Invalid(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tidemark-objects")

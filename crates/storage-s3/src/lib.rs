@@ -62,60 +62,71 @@ impl fmt::Debug for S3Storage {
     }
 }
 
+/// An OpenDAL operator for `config`: custom endpoint, region, path style, explicit or ambient
+/// credentials, Content-MD5 on every PutObject, and a reqwest transport with the connect timeout.
+/// Shared by this backend and by sources that read buckets, so both connect the same way.
+pub fn operator(config: &S3Config) -> Result<Operator> {
+    let location = config.location();
+    let setup = |what: &str, err: &dyn fmt::Display| {
+        StorageError::new(ErrorKind::Permanent, format!("cannot set up S3 storage {location}: {what}: {err}"))
+    };
+    // reqwest is built without a bundled crypto provider; use ring, which the workspace already
+    // has. If the process installed another provider first, that one stays: both are fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .build()
+        .map_err(|e| setup("HTTP client", &e))?;
+
+    let mut builder = opendal::services::S3::default()
+        .bucket(&config.bucket)
+        .root(&format!("/{}", config.prefix))
+        // Content-MD5 on every PutObject.
+        .checksum_algorithm("md5");
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.endpoint(endpoint);
+    }
+    match (&config.region, &config.endpoint) {
+        (Some(region), _) => builder = builder.region(region),
+        (None, Some(_)) => builder = builder.region("us-east-1"),
+        (None, None) => {
+            let fix = "set AWS_REGION or add ?region=REGION to the URL";
+            return Err(setup("no region for AWS S3", &fix));
+        }
+    }
+    if !config.path_style {
+        builder = builder.enable_virtual_host_style();
+    }
+    match (&config.access_key_id, &config.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            builder = builder.access_key_id(id).secret_access_key(secret);
+            if let Some(token) = &config.session_token {
+                builder = builder.session_token(token);
+            }
+            // Explicit keys only: no profile files, no instance metadata lookups.
+            builder = builder.disable_config_load().disable_ec2_metadata();
+        }
+        _ if config.allow_anonymous => {
+            builder = builder.skip_signature().disable_config_load().disable_ec2_metadata();
+        }
+        _ => {}
+    }
+    let op = Operator::new(builder).map_err(|e| setup("configuration", &e))?;
+    let transport = HttpTransporter::new(ReqwestTransport::new(client));
+    let context = op.context().with_http_transport(transport);
+    let op = op.with_context(context);
+    Ok(op)
+}
+
 impl S3Storage {
     /// Connect lazily: nothing is sent until the first operation, so a wrong endpoint or bucket
     /// shows up as that operation's error.
     pub fn new(config: S3Config) -> Result<Self> {
         let location = config.location();
+        let op = operator(&config)?;
         let setup = |what: &str, err: &dyn fmt::Display| {
             StorageError::new(ErrorKind::Permanent, format!("cannot set up S3 storage {location}: {what}: {err}"))
         };
-
-        // reqwest is built without a bundled crypto provider; use ring, which the workspace already
-        // has. If the process installed another provider first, that one stays: both are fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|e| setup("HTTP client", &e))?;
-
-        let mut builder = opendal::services::S3::default()
-            .bucket(&config.bucket)
-            .root(&format!("/{}", config.prefix))
-            // Content-MD5 on every PutObject.
-            .checksum_algorithm("md5");
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.endpoint(endpoint);
-        }
-        match (&config.region, &config.endpoint) {
-            (Some(region), _) => builder = builder.region(region),
-            (None, Some(_)) => builder = builder.region("us-east-1"),
-            (None, None) => {
-                let fix = "set AWS_REGION or add ?region=REGION to the URL";
-                return Err(setup("no region for AWS S3", &fix));
-            }
-        }
-        if !config.path_style {
-            builder = builder.enable_virtual_host_style();
-        }
-        match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                builder = builder.access_key_id(id).secret_access_key(secret);
-                if let Some(token) = &config.session_token {
-                    builder = builder.session_token(token);
-                }
-                // Explicit keys only: no profile files, no instance metadata lookups.
-                builder = builder.disable_config_load().disable_ec2_metadata();
-            }
-            _ if config.allow_anonymous => {
-                builder = builder.skip_signature().disable_config_load().disable_ec2_metadata();
-            }
-            _ => {}
-        }
-        let op = Operator::new(builder).map_err(|e| setup("configuration", &e))?;
-        let transport = HttpTransporter::new(ReqwestTransport::new(client));
-        let context = op.context().with_http_transport(transport);
-        let op = op.with_context(context);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
