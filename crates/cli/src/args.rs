@@ -23,7 +23,9 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args, Default)]
 pub struct Global {
-    /// Repository location: a path, file:///path, or s3://bucket/prefix?endpoint=URL&region=R&path_style=true
+    /// Repository location: a path, file:///path, s3://bucket/prefix?endpoint=URL&region=R&path_style=true,
+    /// or http(s)://host:port/ (a `tidemark serve-repo` server; token from TIDEMARK_REPO_TOKEN_FILE or
+    /// TIDEMARK_REPO_TOKEN)
     #[arg(short = 'r', long = "repo", env = "TIDEMARK_REPOSITORY", global = true, value_name = "URL")]
     pub repo: Option<String>,
     /// Read the repository password from this file (one trailing newline is stripped).
@@ -80,6 +82,9 @@ pub enum Command {
     Key(KeyCommand),
     /// Remove stale locks left by processes that died.
     Unlock(UnlockArgs),
+    /// Serve a repository directory over HTTP for `-r http://host:port/` clients, optionally
+    /// append-only (clients can add backups but never delete or replace them).
+    ServeRepo(ServeRepoArgs),
     /// Show the version of tidemark and of the repository format it writes.
     Version,
     /// Run the whole job on a generated sample: init, backup twice, restore, verify, check.
@@ -366,6 +371,28 @@ pub struct UnlockArgs {
     /// Remove every lock, not only stale ones (only when no other tidemark runs).
     #[arg(long)]
     pub remove_all: bool,
+}
+
+/// `serve-repo`.
+#[derive(Debug, Args)]
+pub struct ServeRepoArgs {
+    /// Address and port to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// The repository directory to serve (it must exist; `init` may run through the server).
+    #[arg(long, value_name = "DIR")]
+    pub path: PathBuf,
+    /// Refuse every delete and every overwrite, except of lock objects (locks/), which clients
+    /// refresh and release.
+    #[arg(long)]
+    pub append_only: bool,
+    /// Require `Authorization: Bearer TOKEN`, TOKEN being this file's contents (one trailing
+    /// newline stripped).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A second, stronger token that lifts --append-only (for forget/prune from a trusted machine).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `demo`.

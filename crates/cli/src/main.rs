@@ -18,6 +18,7 @@ mod output;
 mod pg;
 mod progress;
 mod restore;
+mod serve_repo;
 mod snapshots;
 mod watch;
 
@@ -60,6 +61,7 @@ fn run(cli: &Cli) -> Result<Status> {
         Command::Copy(args) => copy::run(g, args, &out),
         Command::Key(command) => key::run(g, command, &out),
         Command::Unlock(args) => maintenance::run_unlock(g, args, &out),
+        Command::ServeRepo(args) => serve_repo::run(args, &out),
         Command::Version => {
             if out.json {
                 out.json_value(&serde_json::json!({

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use tidemark_format::keys::KdfParams;
 use tidemark_repo::{Credential, InitOptions, LockOptions, Repository};
 use tidemark_storage::{LocalStorage, RetryStorage, Storage};
+use tidemark_storage_http::HttpStorage;
 use tidemark_storage_s3::S3Storage;
 
 use crate::args::{Global, InitArgs};
@@ -35,6 +36,10 @@ pub fn storage_for(url: &str) -> Result<Arc<dyn Storage>> {
         }
         return Ok(Arc::new(RetryStorage::new(LocalStorage::new(path))));
     }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let http = HttpStorage::new(url, repo_token()?).with_context(|| format!("repository {url}"))?;
+        return Ok(Arc::new(RetryStorage::new(http)));
+    }
     if url.starts_with("s3://") {
         let s3 = S3Storage::from_url(url).with_context(|| format!("repository {url}"))?;
         return Ok(Arc::new(RetryStorage::new(s3)));
@@ -42,12 +47,23 @@ pub fn storage_for(url: &str) -> Result<Arc<dyn Storage>> {
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(UserError::new(
             format!("unsupported repository URL scheme {scheme:?} in {url:?}"),
-            "use a path, file:///path or s3://bucket/prefix?endpoint=URL&region=R&path_style=true",
+            "use a path, file:///path, s3://bucket/prefix?endpoint=URL&region=R&path_style=true or http://host:port/",
         )
         .into());
     }
     let path = std::path::absolute(url).with_context(|| format!("repository path {url:?}"))?;
     Ok(Arc::new(RetryStorage::new(LocalStorage::new(path))))
+}
+
+/// The bearer token for http(s):// repositories: the contents of TIDEMARK_REPO_TOKEN_FILE (one
+/// trailing newline stripped), else TIDEMARK_REPO_TOKEN, else none.
+fn repo_token() -> Result<Option<String>> {
+    if let Some(path) = std::env::var_os("TIDEMARK_REPO_TOKEN_FILE") {
+        let bytes = read_password_file(Path::new(&path))?;
+        let token = String::from_utf8(bytes).map_err(|_| UserError::plain("TIDEMARK_REPO_TOKEN_FILE is not UTF-8"))?;
+        return Ok(Some(token.trim().to_string()));
+    }
+    Ok(std::env::var("TIDEMARK_REPO_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
 /// The repository URL, or the error telling how to give one.

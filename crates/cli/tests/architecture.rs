@@ -39,6 +39,9 @@ fn dependency_arrows_point_one_way() {
     let set = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(workspace_only(&map["tidemark-format"].0), set(&[]), "format depends on no workspace crate");
     assert_eq!(workspace_only(&map["tidemark-storage"].0), set(&[]), "storage depends on no workspace crate");
+    for backend in ["tidemark-storage-s3", "tidemark-storage-http"] {
+        assert_eq!(workspace_only(&map[backend].0), set(&["tidemark-storage"]), "{backend} sees only the trait");
+    }
     assert_eq!(
         workspace_only(&map["tidemark-repo"].0),
         set(&["tidemark-format", "tidemark-storage"]),

@@ -3,7 +3,8 @@
 //!
 //! Here: errors every user meets first (password, location, format version, URLs) and S3. The
 //! submodules cover backup and restore, buckets as a source (backup, restore --at, find, watch),
-//! maintenance (forget, prune, keys, locks), corruption, and PostgreSQL (`pg`, against a real
+//! maintenance (forget, prune, keys, locks), corruption, the append-only repository server
+//! (`serve-repo`), and PostgreSQL (`pg`, against a real
 //! cluster whose archive_command is this binary).
 
 mod util;
@@ -18,6 +19,8 @@ mod maintenance;
 mod pg;
 #[path = "cli/round_trip.rs"]
 mod round_trip;
+#[path = "cli/serve.rs"]
+mod serve;
 
 use std::fs;
 use std::path::Path;
