@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod backup;
+mod direct;
 pub mod patterns;
 mod restore;
 pub mod walk;

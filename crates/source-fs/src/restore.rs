@@ -26,6 +26,7 @@ use tidemark_repo::format::pack::BlobType;
 use tidemark_repo::tree::join_path;
 use tidemark_repo::{Progress, RepoError, Repository};
 
+use crate::direct::{DIRECT_MIN, DirectSink};
 use crate::patterns::Patterns;
 use crate::walk::link_target_bytes;
 use crate::{Fatal, FileWarning, FsError, RestoreOptions, RestoreOutcome};
@@ -240,15 +241,27 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn write_content(&self, file: &mut File, node: &Node) -> Result<u64, WriteError> {
+    fn write_content(&self, file: &File, path: &Path, node: &Node) -> Result<u64, WriteError> {
+        let write_error = |e: io::Error| WriteError::File(format!("write error: {e}"));
+        let mut sink =
+            if node.size >= DIRECT_MIN { Some(DirectSink::new(path, file).map_err(write_error)?) } else { None };
         let mut written = 0u64;
         for id in &node.content {
             let data = self.repo.read_blob(BlobType::Data, id).map_err(|e| {
                 if is_data_error(&e) { WriteError::File(format!("damaged data: {e}")) } else { WriteError::Fatal(e) }
             })?;
-            file.write_all(&data).map_err(|e| WriteError::File(format!("write error: {e}")))?;
+            match sink.as_mut() {
+                Some(sink) => sink.write(&data).map_err(write_error)?,
+                None => {
+                    let mut f = file;
+                    f.write_all(&data).map_err(write_error)?
+                }
+            }
             written += data.len() as u64;
             self.progress.inc(data.len() as u64, 0);
+        }
+        if let Some(sink) = sink {
+            sink.finish().map_err(write_error)?;
         }
         if written != node.size {
             return Err(WriteError::File(format!(
@@ -292,7 +305,7 @@ impl Exec<'_> {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&write_path);
-        let mut file = match opened {
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && existing.is_none() => {
                 tally.skipped += 1;
@@ -303,7 +316,7 @@ impl Exec<'_> {
                 return Ok(());
             }
         };
-        let result = self.write_content(&mut file, &item.node).and_then(|n| {
+        let result = self.write_content(&file, &write_path, &item.node).and_then(|n| {
             set_file_metadata(&file, &item.node).map_err(|e| WriteError::File(format!("cannot set metadata: {e}")))?;
             Ok(n)
         });
