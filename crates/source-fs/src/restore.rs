@@ -32,7 +32,7 @@ use crate::walk::link_target_bytes;
 use crate::{Fatal, FileWarning, FsError, RestoreOptions, RestoreOutcome};
 
 /// Threads writing files.
-pub const WRITERS: usize = 2;
+pub const WRITERS: usize = 4;
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
