@@ -416,6 +416,9 @@ pub enum PgCommand {
     ArchiveGet(PgArchiveGetArgs),
     /// Restore a cluster into an empty directory, to the latest state or to a recovery target.
     Restore(PgRestoreArgs),
+    /// Prove the archived WAL is continuous from every base backup to the newest archived segment.
+    /// Exit 0 when every backup is continuous, 1 when any gap (each is listed).
+    Verify(PgVerifyArgs),
 }
 
 /// `pg backup`.
@@ -488,6 +491,14 @@ pub struct PgRestoreArgs {
     /// What the server does once it reaches the target (default: pause; needs a target).
     #[arg(long, value_enum, requires = "recovery_target")]
     pub target_action: Option<PgTargetAction>,
+}
+
+/// `pg verify`.
+#[derive(Debug, Args)]
+pub struct PgVerifyArgs {
+    /// Source name.
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
 }
 
 /// `--target-action`.

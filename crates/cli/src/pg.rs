@@ -15,11 +15,11 @@ use anyhow::{Context, Result};
 use tidemark_source_pg::backup::extra;
 use tidemark_source_pg::{
     Lsn, PgBackupOptions, PgRestoreOptions, PushOutcome, RecoveryTarget, TargetAction, archive_get, archive_push,
-    pg_backup, pg_restore,
+    pg_backup, pg_restore, pg_verify,
 };
 
 use crate::args::{
-    Global, PgArchiveGetArgs, PgArchivePushArgs, PgBackupArgs, PgCommand, PgRestoreArgs, PgTargetAction,
+    Global, PgArchiveGetArgs, PgArchivePushArgs, PgBackupArgs, PgCommand, PgRestoreArgs, PgTargetAction, PgVerifyArgs,
 };
 use crate::exit::{self, Status, UserError};
 use crate::open;
@@ -54,6 +54,7 @@ pub fn run(global: &Global, command: &PgCommand, out: &Out) -> Result<Status> {
             Err(err) => exit::wal_failure(&err, true),
         }),
         PgCommand::Restore(args) => run_restore(global, args, out),
+        PgCommand::Verify(args) => run_verify(global, args, out),
     }
 }
 
@@ -202,6 +203,82 @@ fn run_restore(global: &Global, args: &PgRestoreArgs, out: &Out) -> Result<Statu
         ))?;
     }
     Ok(Status::Ok)
+}
+
+fn run_verify(global: &Global, args: &PgVerifyArgs, out: &Out) -> Result<Status> {
+    let repo = open::open(global)?;
+    let report = pg_verify(&repo, &args.source).with_context(|| format!("pg verify of {}", args.source))?;
+    let status = |v: &tidemark_source_pg::BackupVerdict| {
+        if !v.restorable {
+            "unrestorable"
+        } else if v.ok() {
+            "ok"
+        } else {
+            "gap"
+        }
+    };
+    let range = |(from, to): &(String, String)| if from == to { from.clone() } else { format!("{from}..{to}") };
+    if out.json {
+        let backups: Vec<serde_json::Value> = report
+            .backups
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "snapshot_id": v.backup.id,
+                    "short_id": v.backup.id.short(),
+                    "time": v.backup.time.to_string(),
+                    "timeline": v.backup.timeline,
+                    "timelines": v.timelines,
+                    "start_lsn": v.backup.start_lsn.to_string(),
+                    "stop_lsn": v.backup.stop_lsn.to_string(),
+                    "first_segment": v.first_segment,
+                    "stop_segment": v.stop_segment,
+                    "last_segment": v.last_segment,
+                    "status": status(v),
+                    "restorable": v.restorable,
+                    "ok": v.ok(),
+                    "gaps": v.gaps.iter().map(|(from, to)| serde_json::json!({"from": from, "to": to})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.json_value(&serde_json::json!({
+            "message_type": "summary",
+            "source": args.source,
+            "ok": report.ok(),
+            "backups": backups,
+            "skipped": report.skipped,
+        }))?;
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .backups
+            .iter()
+            .map(|v| {
+                vec![
+                    v.backup.id.short(),
+                    v.timelines.iter().map(u32::to_string).collect::<Vec<_>>().join(">"),
+                    v.first_segment.clone(),
+                    v.last_segment.clone().unwrap_or_else(|| "-".to_owned()),
+                    status(v).to_owned(),
+                    v.gaps.iter().map(range).collect::<Vec<_>>().join(", "),
+                ]
+            })
+            .collect();
+        out.line(crate::output::table(
+            &["backup", "timelines", "start segment", "last segment", "status", "gaps"],
+            &rows,
+        ))?;
+        for id in &report.skipped {
+            out.warn(format!("snapshot {} of source {} is not a usable base backup", id.short(), args.source));
+        }
+    }
+    if report.ok() {
+        out.info(format!("WAL of source {} is continuous from every base backup", args.source))?;
+        Ok(Status::Ok)
+    } else {
+        let bad = report.backups.iter().filter(|v| !v.ok()).count();
+        eprintln!("Fatal: {bad} base backup(s) of source {} have gaps in the archived WAL; see above", args.source);
+        Ok(Status::Failed)
+    }
 }
 
 const ENV_PASSWORD_HINT: &str = "give --password-file FILE or --key-file FILE (readable by the user PostgreSQL \

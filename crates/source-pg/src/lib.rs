@@ -22,6 +22,8 @@
 //!   and `restore_command`, with the per-source cluster identity ([`archive`]).
 //! - [`pg_restore`]: the base backup a recovery target needs, written out with the recovery
 //!   settings ([`restore`]).
+//! - [`pg_verify`]: WAL continuity from every base backup to the newest archived segment, with
+//!   every gap named ([`verify`]).
 //!
 //! Synchronous, one command at a time per connection. No TLS yet (`sslmode=require` is
 //! refused, not ignored).
@@ -58,6 +60,7 @@ mod error;
 mod lsn;
 pub mod restore;
 mod stream;
+pub mod verify;
 pub mod wal;
 
 pub use archive::{PushOutcome, WalRecord, archive_get, archive_push};
@@ -72,3 +75,4 @@ pub use error::{ErrorKind, PgError};
 pub use lsn::Lsn;
 pub use restore::{PgRestoreOptions, PgRestoreOutcome, RecoveryTarget, TargetAction, pg_restore};
 pub use stream::{WalMessage, WalStream};
+pub use verify::{BackupPoint, BackupVerdict, VerifyReport, pg_verify, verify_plan};

@@ -149,6 +149,12 @@ fn archive_command_backup_and_restore_to_a_time_with_the_real_binary() {
     pg.psql("INSERT INTO t SELECT generate_series(41, 60)").unwrap();
     switch_and_wait(&pg);
 
+    // Every segment from the backup on is archived.
+    let verified = pge.ok(&["pg", "verify", "--source", SOURCE, "--json"]).json();
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["backups"][0]["snapshot_id"].as_str(), Some(id.as_str()), "{verified}");
+    let first_segment = verified["backups"][0]["first_segment"].as_str().expect("first_segment").to_owned();
+
     let target = pge.env.path("pg/restored");
     let target_arg = target.to_string_lossy().into_owned();
     let restored = pge.ok(&[
@@ -179,6 +185,12 @@ fn archive_command_backup_and_restore_to_a_time_with_the_real_binary() {
     // A non-empty target directory is refused.
     let run = pge.run(&["pg", "restore", "--source", SOURCE, "--target-dir", &target_arg]).expect(1);
     assert!(run.stderr.contains("Fatal: "), "{}", run.stderr);
+
+    // A segment gone from the repository: verify names it and exits 1.
+    fs::remove_file(pge.env.path("pg/repo/named").join(format!("wal.{SOURCE}")).join(&first_segment)).unwrap();
+    let run = pge.run(&["pg", "verify", "--source", SOURCE]).expect(1);
+    assert!(run.stdout.contains(&first_segment) && run.stdout.contains("unrestorable"), "{}", run.stdout);
+    assert!(run.stderr.contains("Fatal: 1 base backup(s)"), "{}", run.stderr);
 }
 
 #[test]
