@@ -75,18 +75,13 @@ fn get(global: &Global, args: &PgArchiveGetArgs) -> Result<bool> {
         .with_context(|| format!("archive-get of {} (source {})", args.file, args.source))
 }
 
-/// This machine's host name (recorded in the snapshot unless `--host` is given).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
-}
-
 fn run_backup(global: &Global, args: &PgBackupArgs, out: &Out) -> Result<Status> {
     let repo = open::open(global)?;
     let options = PgBackupOptions {
         source: args.source.clone(),
         connect: args.connect.clone(),
         label: args.label.clone().unwrap_or_default(),
-        host: args.host.clone().unwrap_or_else(hostname),
+        host: args.host.clone().unwrap_or_else(tidemark_repo::hostname),
         tags: args.tags.clone(),
     };
     let bar = Arc::new(Bar::new(out, "pg backup"));

@@ -136,12 +136,18 @@ pub(crate) fn random_id() -> Id {
     Id::from_bytes(random_bytes())
 }
 
-pub(crate) fn whoami() -> (String, String) {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's host name as recorded in snapshots and locks (`localhost` when unknown).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub(crate) fn whoami() -> (String, String) {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    (host, user)
+    (hostname(), user)
 }
 
 fn derive_user_key(cred: &Credential, kdf: &Kdf) -> Option<Result<keys::UserKey>> {

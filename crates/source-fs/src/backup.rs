@@ -151,14 +151,6 @@ fn read_file(archiver: &Archiver, opener: &dyn Opener, job: &Job) -> Result<Read
     Ok(ReadOutcome::Saved { saved, warning })
 }
 
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn find_parent(
     repo: &Repository,
     opts: &BackupOptions,
@@ -198,7 +190,7 @@ pub fn backup_with_opener(
         }
     }
     let excludes = Patterns::new(&opts.excludes)?;
-    let host = if opts.host.is_empty() { this_host() } else { opts.host.clone() };
+    let host = if opts.host.is_empty() { tidemark_repo::hostname() } else { opts.host.clone() };
     let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     let parent = find_parent(repo, opts, &host, &path_strings)?;
     let archiver = repo.archiver("backup", progress.clone())?;

@@ -49,14 +49,6 @@ impl Fatal {
     }
 }
 
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn find_parent(
     repo: &Repository,
     opts: &BucketBackupOptions,
@@ -216,7 +208,7 @@ pub fn backup_bucket(
     let bucket = Bucket::connect(&config)?;
     let includes = Patterns::new(&opts.includes)?;
     let excludes = Patterns::new(&opts.excludes)?;
-    let host = if opts.host.is_empty() { this_host() } else { opts.host.clone() };
+    let host = if opts.host.is_empty() { tidemark_repo::hostname() } else { opts.host.clone() };
     let parent = find_parent(repo, opts, &host, &url)?;
     let archiver = repo.archiver("backup", progress.clone())?;
     progress.set_total(0, 0);
