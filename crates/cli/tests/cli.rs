@@ -1,5 +1,5 @@
 //! The `tidemark` binary end to end: every test runs the real command against a real repository
-//! (local, or S3 on a moto server on 127.0.0.1) in its own temporary directory.
+//! (local, or S3 on a moto or s3s-fs server on 127.0.0.1) in its own temporary directory.
 //!
 //! Here: errors every user meets first (password, location, format version, URLs) and S3. The
 //! submodules cover backup and restore, buckets as a source (backup, restore --at, find, watch),
@@ -133,67 +133,99 @@ fn unreachable_s3_endpoint_is_a_clear_error() {
     assert!(run.stderr.contains("hint: check the endpoint"), "{}", run.stderr);
 }
 
+/// 3-2-1 across two independent S3 implementations: the primary on disk copies incrementally to
+/// moto, to s3s-fs and to a second disk; every copy restores and passes `check --read-data`.
 #[test]
-fn three_two_one_copies_to_s3_and_a_second_disk_incrementally() {
-    let Some(server) = tidemark_testkit::S3Server::shared_or_skip("three_two_one_copies") else {
+fn three_two_one_copies_to_two_s3_providers_and_a_second_disk_incrementally() {
+    let test = "three_two_one_copies_to_two_s3_providers";
+    let Some(moto) = tidemark_testkit::S3Server::shared_or_skip(test) else {
+        return;
+    };
+    let Some(s3s) = tidemark_testkit::S3sServer::shared_or_skip(test) else {
         return;
     };
     let mut env = Env::with_repo();
-    let (key, secret) = tidemark_testkit::S3Server::credentials();
+    // s3s-fs checks signatures against its own key pair; moto accepts any, so one pair serves both.
+    let (key, secret) = tidemark_testkit::S3sServer::credentials();
     env.vars.push(("AWS_ACCESS_KEY_ID".into(), key.into()));
     env.vars.push(("AWS_SECRET_ACCESS_KEY".into(), secret.into()));
-    let bucket = server.new_bucket().unwrap();
-    let offsite = server.url(&bucket, "offsite");
+    let offsite = moto.url(&moto.new_bucket().unwrap(), "offsite");
+    let s3s_bucket = s3s.new_bucket().unwrap();
+    let offsite2 = s3s.url(&s3s_bucket, "offsite");
     let disk2 = env.arg("second-disk");
     let offsite_pw = env.write("offsite.pass", "another password\n");
     let offsite_pw = offsite_pw.to_string_lossy().into_owned();
     let primary = env.repo.clone();
     let primary_pw = env.write("primary.pass", format!("{PASSWORD}\n")).to_string_lossy().into_owned();
-    env.ok([
-        "-r",
-        &offsite,
-        "--password-file",
-        &offsite_pw,
-        "init",
-        "--from-repo",
-        &primary,
-        "--from-password-file",
-        &primary_pw,
-        "--copy-chunker-params",
-    ]);
+    for target in [&offsite, &offsite2] {
+        env.ok([
+            "-r",
+            target,
+            "--password-file",
+            &offsite_pw,
+            "init",
+            "--from-repo",
+            &primary,
+            "--from-password-file",
+            &primary_pw,
+            "--copy-chunker-params",
+        ]);
+    }
     env.ok(["-r", &disk2, "init", "--from-repo", &primary, "--copy-chunker-params"]);
 
     env.write("src/big.bin", noise(7, 3 * 1024 * 1024));
     env.write("src/notes.txt", "first");
     env.backup("src", &[]);
-    let first = env.ok(["copy", "--to-repo", &offsite, "--to-password-file", &offsite_pw, "--json"]).json();
-    assert_eq!(first["copied"].as_array().unwrap().len(), 1, "{first}");
+    for target in [&offsite, &offsite2] {
+        let first = env.ok(["copy", "--to-repo", target, "--to-password-file", &offsite_pw, "--json"]).json();
+        assert_eq!(first["copied"].as_array().unwrap().len(), 1, "{target}: {first}");
+    }
     env.ok(["copy", "--to-repo", &disk2]);
 
     env.write("src/notes.txt", "second");
     env.backup("src", &[]);
-    let second = env.ok(["copy", "--to-repo", &offsite, "--to-password-file", &offsite_pw, "--json"]).json();
-    assert_eq!(second["copied"].as_array().unwrap().len(), 1, "only the new snapshot: {second}");
-    assert_eq!(second["already_present"].as_array().unwrap().len(), 1, "{second}");
-    assert!(second["bytes_copied"].as_u64().unwrap() < 1024 * 1024, "incremental: {second}");
+    for target in [&offsite, &offsite2] {
+        let second = env.ok(["copy", "--to-repo", target, "--to-password-file", &offsite_pw, "--json"]).json();
+        assert_eq!(second["copied"].as_array().unwrap().len(), 1, "only the new snapshot, {target}: {second}");
+        assert_eq!(second["already_present"].as_array().unwrap().len(), 1, "{target}: {second}");
+        assert!(second["bytes_copied"].as_u64().unwrap() < 1024 * 1024, "incremental, {target}: {second}");
+    }
     env.ok(["copy", "--to-repo", &disk2]);
 
-    for (repo, pw) in [(offsite.as_str(), Some(offsite_pw.as_str())), (disk2.as_str(), None)] {
+    let copies = [
+        ("moto", offsite.as_str(), Some(offsite_pw.as_str())),
+        ("s3s", offsite2.as_str(), Some(offsite_pw.as_str())),
+        ("disk2", disk2.as_str(), None),
+    ];
+    for (name, repo, pw) in copies {
         let mut args = vec!["-r", repo];
         if let Some(pw) = pw {
             args.extend(["--password-file", pw]);
         }
-        let target = env.arg(&format!("restore-{}", repo.len()));
+        let dir = format!("restore-{name}");
+        let target = env.arg(&dir);
         let mut restore = args.clone();
         restore.extend(["restore", "latest", "--target", &target]);
         env.ok(restore);
-        let out = env.restored(&format!("restore-{}", repo.len()), &env.path("src"));
-        assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "second");
-        assert_eq!(fs::read(out.join("big.bin")).unwrap(), noise(7, 3 * 1024 * 1024));
+        let out = env.restored(&dir, &env.path("src"));
+        assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "second", "{name}");
+        assert_eq!(fs::read(out.join("big.bin")).unwrap(), noise(7, 3 * 1024 * 1024), "{name}");
+        let mut snapshots = args.clone();
+        snapshots.extend(["snapshots", "--json"]);
+        assert_eq!(env.ok(snapshots).json().as_array().unwrap().len(), 2, "{name}");
         let mut check = args.clone();
         check.extend(["check", "--read-data"]);
         env.ok(check);
     }
+    // The s3s-fs copy really is in its bucket, and s3s-fs (unlike moto) refuses a wrong signature.
+    assert!(s3s.root().join(&s3s_bucket).join("offsite/config").is_file());
+    let mut wrong_key = Env::new();
+    wrong_key.repo = offsite2.clone();
+    wrong_key.password = Some("another password".into());
+    wrong_key.vars.push(("AWS_ACCESS_KEY_ID".into(), key.into()));
+    wrong_key.vars.push(("AWS_SECRET_ACCESS_KEY".into(), "not the secret".into()));
+    let run = wrong_key.run(["snapshots"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
     // A target that does not share chunking is refused with the fix.
     let stranger = env.arg("stranger");
     env.ok(["-r", &stranger, "init"]);

@@ -25,11 +25,13 @@
 mod http;
 pub mod postgres;
 mod s3;
+mod s3s;
 
 use std::fmt;
 use std::io::Write;
 
 pub use s3::{BucketOptions, Retention, RetentionMode, S3Server};
+pub use s3s::S3sServer;
 
 /// A test service that could not be started or used; the message says how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
