@@ -188,9 +188,7 @@ impl S3Server {
     /// `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:PORT&region=us-east-1&path_style=true`
     /// (no `/PREFIX` when `prefix` is empty).
     pub fn url(&self, bucket: &str, prefix: &str) -> String {
-        let prefix = prefix.trim_matches('/');
-        let path = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
-        format!("s3://{bucket}{path}?endpoint={}&region={REGION}&path_style=true", self.endpoint())
+        s3_url(&self.endpoint(), REGION, bucket, prefix)
     }
 
     /// Create a plain bucket.
@@ -280,7 +278,14 @@ impl Drop for S3Server {
     }
 }
 
-fn free_port() -> Result<u16, TestkitError> {
+/// `s3://BUCKET/PREFIX?endpoint=ENDPOINT&region=REGION&path_style=true` (no `/PREFIX` when empty).
+pub(crate) fn s3_url(endpoint: &str, region: &str, bucket: &str, prefix: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    let path = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
+    format!("s3://{bucket}{path}?endpoint={endpoint}&region={region}&path_style=true")
+}
+
+pub(crate) fn free_port() -> Result<u16, TestkitError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -309,7 +314,7 @@ fn server_command() -> Result<Vec<String>, TestkitError> {
     Ok(vec![python.to_string_lossy().into_owned(), "-m".into(), "moto.server".into()])
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -317,7 +322,7 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-fn log_tail(log: &Path) -> String {
+pub(crate) fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(5)..].join(" | ");

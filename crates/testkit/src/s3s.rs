@@ -1,13 +1,14 @@
 //! A second, independent S3 implementation: s3s-fs, a filesystem-backed server, on a loopback port.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::s3::{find_on_path, free_port, log_tail};
 use crate::{TestkitError, http, skip_or_fail};
 
 const INSTALL_HINT: &str = "run scripts/install-test-deps s3s (it installs s3s-fs 0.14.1 with cargo install)";
@@ -169,9 +170,7 @@ impl S3sServer {
     /// `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:PORT&region=us-east-1&path_style=true`
     /// (no `/PREFIX` when `prefix` is empty).
     pub fn url(&self, bucket: &str, prefix: &str) -> String {
-        let prefix = prefix.trim_matches('/');
-        let path = if prefix.is_empty() { String::new() } else { format!("/{prefix}") };
-        format!("s3://{bucket}{path}?endpoint={}&region={REGION}&path_style=true", self.endpoint())
+        crate::s3::s3_url(&self.endpoint(), REGION, bucket, prefix)
     }
 
     /// Create a bucket: s3s-fs serves each directory under its root as a bucket.
@@ -215,31 +214,13 @@ impl Drop for S3sServer {
     }
 }
 
-fn free_port() -> Result<u16, TestkitError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| TestkitError::new(format!("no free port on 127.0.0.1: {e}")))
-}
-
 /// `$TIDEMARK_S3S_FS`, or `s3s-fs` on `PATH`.
 fn server_command() -> Result<PathBuf, TestkitError> {
-    use std::os::unix::fs::PermissionsExt;
     if let Some(path) = std::env::var_os("TIDEMARK_S3S_FS").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("s3s-fs"))
-        .find(|candidate| candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    find_on_path("s3s-fs")
         .ok_or_else(|| TestkitError::new(format!("s3s-fs is not installed (not on PATH); {INSTALL_HINT}")))
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
-    if tail.is_empty() { "no output".to_owned() } else { format!("last output: {tail}") }
 }
 
 #[cfg(test)]
