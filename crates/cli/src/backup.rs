@@ -39,16 +39,21 @@ pub fn once(repo: &Repository, url: Option<&str>, args: &BackupArgs, out: &Out) 
     }
 }
 
+/// The snapshot `--parent` names, if any (directory and bucket backups alike).
+pub fn parent_id(repo: &Repository, args: &BackupArgs) -> Result<Option<Id>> {
+    args.parent
+        .as_ref()
+        .map(|reference| {
+            repo.find_snapshot(reference, &SnapshotFilter::default())
+                .map(|(id, _)| id)
+                .with_context(|| format!("parent snapshot {reference:?}"))
+        })
+        .transpose()
+}
+
 /// Back up with `args`; returns the outcome and the seconds it took (also used by `demo`).
 pub fn backup(repo: &Repository, args: &BackupArgs, out: &Out) -> Result<(BackupOutcome, f64)> {
-    let parent = match &args.parent {
-        Some(reference) => Some(
-            repo.find_snapshot(reference, &SnapshotFilter::default())
-                .with_context(|| format!("parent snapshot {reference:?}"))?
-                .0,
-        ),
-        None => None,
-    };
+    let parent = parent_id(repo, args)?;
     let paths = args
         .paths
         .iter()

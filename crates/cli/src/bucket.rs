@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tidemark_format::Id;
 use tidemark_format::objects::Snapshot;
-use tidemark_repo::{Repository, SnapshotFilter};
+use tidemark_repo::Repository;
 use tidemark_source_objects::{
     BucketBackupOptions, BucketBackupOutcome, BucketRestoreOptions, BucketRestoreOutcome, DEFAULT_CONCURRENCY, Target,
 };
@@ -100,14 +100,7 @@ fn concurrency(flag: Option<u16>) -> usize {
 
 /// Back up the bucket `url` with the options of `args`; returns the outcome and the seconds it took.
 pub fn backup(repo: &Repository, url: &str, args: &BackupArgs, out: &Out) -> Result<(BucketBackupOutcome, f64)> {
-    let parent = match &args.parent {
-        Some(reference) => Some(
-            repo.find_snapshot(reference, &SnapshotFilter::default())
-                .with_context(|| format!("parent snapshot {reference:?}"))?
-                .0,
-        ),
-        None => None,
-    };
+    let parent = crate::backup::parent_id(repo, args)?;
     let opts = BucketBackupOptions {
         concurrency: concurrency(args.concurrency),
         all_versions: args.all_versions,

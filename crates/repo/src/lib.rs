@@ -40,6 +40,6 @@ pub use error::{RepoError, Result};
 pub use keys::KeyInfo;
 pub use lock::{LockGuard, is_stale};
 pub use progress::{NoProgress, Progress};
-pub use repository::{Credential, InitOptions, LockOptions, Repository, SharedIds, hostname, pack_key};
+pub use repository::{Credential, InitOptions, LockOptions, Repository, SharedIds, hostname, pack_key, username};
 pub use snapshots::SnapshotFilter;
 pub use tidemark_format as format;

@@ -145,9 +145,13 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The user name recorded in snapshots and locks (`$USER`, else `$LOGNAME`, else `unknown`).
+pub fn username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
 pub(crate) fn whoami() -> (String, String) {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    (hostname(), user)
+    (hostname(), username())
 }
 
 fn derive_user_key(cred: &Credential, kdf: &Kdf) -> Option<Result<keys::UserKey>> {

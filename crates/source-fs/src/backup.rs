@@ -21,7 +21,7 @@ use tidemark_repo::format::Id;
 use tidemark_repo::format::objects::{Snapshot, SnapshotSummary};
 use tidemark_repo::{Archiver, Progress, RepoError, Repository, SavedContent, SnapshotFilter};
 
-use walker::{Counters, Walker};
+use walker::Walker;
 
 use crate::patterns::Patterns;
 use crate::walk::{self, Opener, Owners, ctime_ns, mtime_ns};
@@ -219,7 +219,7 @@ pub fn backup_with_opener(
             results: res_rx,
             done: HashMap::new(),
             next_job: 0,
-            counters: Counters::default(),
+            counters: SnapshotSummary::default(),
             warnings: Vec::new(),
         };
         let root = walker.run(&top, parent.as_ref().map(|(_, s)| s.tree));
@@ -229,21 +229,11 @@ pub fn backup_with_opener(
         root.map(|r| (r, walker.counters, walker.warnings))
     })?;
     let c = counters;
-    let summary = SnapshotSummary {
-        backup_start: Some(start),
-        files_new: c.files_new,
-        files_changed: c.files_changed,
-        files_unmodified: c.files_unmodified,
-        dirs: c.dirs,
-        errors: c.errors,
-        total_files: c.total_files,
-        total_bytes: c.total_bytes,
-        ..Default::default()
-    };
+    let summary = SnapshotSummary { backup_start: Some(start), ..c };
     let snapshot = Snapshot {
         time: start,
         hostname: host,
-        username: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        username: tidemark_repo::username(),
         kind: KIND.into(),
         source: opts.source.clone(),
         paths: path_strings,

@@ -260,17 +260,7 @@ pub fn backup_bucket(
         (Err(_), Some(e)) => return Err(e.into()),
         (walked, _) => walked?,
     };
-    let summary = SnapshotSummary {
-        backup_start: Some(start),
-        files_new: c.files_new,
-        files_changed: c.files_changed,
-        files_unmodified: c.files_unmodified,
-        dirs: c.dirs,
-        errors: c.errors,
-        total_files: c.total_files,
-        total_bytes: c.total_bytes,
-        ..Default::default()
-    };
+    let summary = SnapshotSummary { backup_start: Some(start), ..c };
     let mut extra = BTreeMap::new();
     extra.insert("bucket".to_string(), config.bucket.clone());
     extra.insert("prefix".to_string(), config.prefix.clone());
@@ -283,7 +273,7 @@ pub fn backup_bucket(
     let snapshot = Snapshot {
         time: start,
         hostname: host,
-        username: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        username: tidemark_repo::username(),
         kind: KIND.into(),
         source: opts.source.clone(),
         paths: vec![url],

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crossbeam_channel::{Receiver, Sender};
 use tidemark_repo::format::Id;
-use tidemark_repo::format::objects::{Node, NodeType};
+use tidemark_repo::format::objects::{Node, NodeType, SnapshotSummary};
 use tidemark_repo::tree::{root_node, sorted_tree};
 use tidemark_repo::{Archiver, RepoError, Repository, SavedContent};
 
@@ -40,18 +40,6 @@ pub(crate) enum Fetched {
     Saved { saved: SavedContent, etag: Option<String>, attrs: BTreeMap<String, String>, warning: Option<String> },
     Failed(String),
     Aborted,
-}
-
-/// Summary counters.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) files_new: u64,
-    pub(crate) files_changed: u64,
-    pub(crate) files_unmodified: u64,
-    pub(crate) dirs: u64,
-    pub(crate) errors: u64,
-    pub(crate) total_files: u64,
-    pub(crate) total_bytes: u64,
 }
 
 #[derive(Default)]
@@ -102,7 +90,7 @@ pub(crate) struct Walker<'a> {
     next_job: usize,
     last_key: String,
     root: Option<Id>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: SnapshotSummary,
     pub(crate) stats: BucketStats,
     pub(crate) warnings: Vec<ObjectWarning>,
 }
@@ -162,7 +150,7 @@ impl<'a> Walker<'a> {
             next_job: 0,
             last_key: String::new(),
             root: None,
-            counters: Counters::default(),
+            counters: SnapshotSummary::default(),
             stats: BucketStats::default(),
             warnings: Vec::new(),
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{Receiver, Sender};
 use tidemark_repo::format::Id;
-use tidemark_repo::format::objects::{Node, NodeType};
+use tidemark_repo::format::objects::{Node, NodeType, SnapshotSummary};
 use tidemark_repo::tree::sorted_tree;
 use tidemark_repo::{Archiver, Progress, RepoError, Repository};
 
@@ -24,18 +24,6 @@ enum Entry {
     Dir { node: Node, entries: Vec<Entry> },
 }
 
-/// What the summary reports.
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) files_new: u64,
-    pub(super) files_changed: u64,
-    pub(super) files_unmodified: u64,
-    pub(super) dirs: u64,
-    pub(super) errors: u64,
-    pub(super) total_files: u64,
-    pub(super) total_bytes: u64,
-}
-
 /// State of one backup's walk.
 pub(super) struct Walker<'a> {
     pub(super) archiver: &'a Archiver,
@@ -49,7 +37,7 @@ pub(super) struct Walker<'a> {
     pub(super) results: Receiver<(usize, ReadOutcome)>,
     pub(super) done: HashMap<usize, ReadOutcome>,
     pub(super) next_job: usize,
-    pub(super) counters: Counters,
+    pub(super) counters: SnapshotSummary,
     pub(super) warnings: Vec<FileWarning>,
 }
 
