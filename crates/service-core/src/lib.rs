@@ -12,6 +12,8 @@
 //! - [`links`]: time-limited HMAC-signed download links.
 //! - [`auth`]: bearer tokens (stored hashed) and roles.
 //! - [`access`]: the IP allowlist and the X-Forwarded-For rule for trusted proxies.
+//! - [`api`]: the records the daemon keeps and the [`Catalog`] and [`Control`] seams between its
+//!   parts (state, daemon, HTTP layer).
 //! - [`audit`]: the hash-chained, append-only audit log lines and their verification.
 //!
 //! ```
@@ -50,6 +52,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -63,6 +66,10 @@ use std::path::PathBuf;
 use jiff::SignedDuration;
 
 pub use access::AccessPolicy;
+pub use api::{
+    Catalog, CatalogError, Claim, Control, ControlError, DrillResult, FileStream, JobFilter, JobKind, JobLogLine,
+    JobRecord, JobRequest, JobStatus, PolicyRow, RunKey, SnapshotInfo, SourceStatus, Trigger,
+};
 pub use audit::{AuditChain, AuditEntry, ChainBreak, verify_chain, verify_chain_to};
 pub use auth::{Role, TokenRecord, TokenStore, generate_token};
 pub use config::{Config, Retention, Source, SourceKind};
