@@ -11,6 +11,11 @@
 //! link_max_ttl = "1h"                       # longest lifetime a caller may ask for (default 1h)
 //! tls_cert = "/etc/tidemark/cert.pem"       # both or neither
 //! tls_key = "/etc/tidemark/key.pem"
+//! name = "eu-1"                             # this daemon's name in a shared catalog (default:
+//!                                           # the host name)
+//! catalog = "postgres://tidemark@db.example.com/tidemark"  # absent: embedded, in state_dir;
+//!                                           # a URL or "host=... user=... dbname=..."
+//! catalog_password_file = "/etc/tidemark/catalog.pass"     # the catalog user's password
 //!
 //! [repositories.primary]
 //! url = "/srv/backup/repo"
@@ -90,6 +95,13 @@ pub struct Server {
     pub link_max_ttl: SignedDuration,
     /// Certificate and key files for TLS; `None`: plain HTTP.
     pub tls: Option<Tls>,
+    /// This daemon's name, its owner id in leases and job records; `None`: the host name.
+    pub name: Option<String>,
+    /// The PostgreSQL catalog several daemons share (a `postgres://` URL or a libpq
+    /// `key=value` string); `None`: the embedded catalog in `state_dir`.
+    pub catalog: Option<String>,
+    /// The file holding the catalog user's password, when the connection names none.
+    pub catalog_password_file: Option<PathBuf>,
 }
 
 /// TLS certificate and private key files (PEM).
@@ -248,6 +260,9 @@ fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
             "link_max_ttl",
             "tls_cert",
             "tls_key",
+            "name",
+            "catalog",
+            "catalog_password_file",
         ],
     );
     let listen = match t.string(doc, "listen") {
@@ -309,6 +324,45 @@ fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
             None
         }
     };
+    let name = t.string(doc, "name").filter(|name| {
+        let ok = is_valid_name(name.get_ref());
+        if !ok {
+            doc.error(
+                &name.span(),
+                format!(
+                    "name {:?} in [server] is not allowed; use letters, digits, '_', '-' and '.', \
+                     starting with a letter or digit, at most 64 characters, e.g. \"eu-1\"",
+                    name.get_ref()
+                ),
+            );
+        }
+        ok
+    });
+    let catalog = t.string(doc, "catalog").filter(|text| {
+        let value = text.get_ref().trim();
+        let ok = value.starts_with("postgres://") || value.starts_with("postgresql://") || value.contains('=');
+        if !ok {
+            doc.error(
+                &text.span(),
+                format!(
+                    "catalog {:?} in [server] is not a PostgreSQL connection; write a URL such as \
+                     \"postgres://tidemark@db.example.com/tidemark\" or \"host=db.example.com \
+                     user=tidemark dbname=tidemark\", or remove it to keep the state in state_dir",
+                    text.get_ref()
+                ),
+            );
+        }
+        ok
+    });
+    let catalog_password_file =
+        t.string(doc, "catalog_password_file").and_then(|s| absolute_path(doc, &t, "catalog_password_file", s));
+    if let (None, Some((span, _))) = (t.entry("catalog"), t.entry("catalog_password_file")) {
+        doc.error(
+            &span,
+            "catalog_password_file in [server] has no catalog to log in to; add catalog = \
+             \"postgres://...\", or remove catalog_password_file",
+        );
+    }
     Some(Server {
         listen: listen?,
         state_dir: state_dir?,
@@ -317,6 +371,9 @@ fn read_server(doc: &mut Doc<'_>, root: &Table<'_, '_>) -> Option<Server> {
         link_ttl: ttl,
         link_max_ttl: max,
         tls: tls?,
+        name: name.map(Spanned::into_inner),
+        catalog: catalog.map(|c| c.into_inner().trim().to_string()),
+        catalog_password_file,
     })
 }
 

@@ -246,6 +246,63 @@ fn window_longer_than_the_schedule_period() {
 }
 
 #[test]
+fn a_shared_postgresql_catalog_and_the_daemon_name() {
+    let config = Config::parse(
+        &contract_with(
+            "link_secret_file = \"/etc/tidemark/link.key\"\n",
+            "link_secret_file = \"/etc/tidemark/link.key\"\nname = \"eu-1\"\n\
+         catalog = \"postgres://tidemark@db.example.com/tidemark\"\n\
+         catalog_password_file = \"/etc/tidemark/catalog.pass\"\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(config.server.name.as_deref(), Some("eu-1"));
+    assert_eq!(config.server.catalog.as_deref(), Some("postgres://tidemark@db.example.com/tidemark"));
+    assert_eq!(config.server.catalog_password_file, Some(PathBuf::from("/etc/tidemark/catalog.pass")));
+    // Absent: the embedded catalog, named after the host by the daemon.
+    let plain = Config::parse(CONTRACT, "t").unwrap();
+    assert_eq!((plain.server.name, plain.server.catalog, plain.server.catalog_password_file), (None, None, None));
+    // A libpq key=value string works as well.
+    let kv = contract_with("state_dir", "catalog = \"host=db user=tidemark dbname=tidemark\"\nstate_dir");
+    assert_eq!(
+        Config::parse(&kv, "t").unwrap().server.catalog.as_deref(),
+        Some("host=db user=tidemark dbname=tidemark")
+    );
+
+    let found = problems(&contract_with(
+        "state_dir",
+        "name = \"eu 1\"\ncatalog = \"db.example.com\"\ncatalog_password_file = \"catalog.pass\"\nstate_dir",
+    ));
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(
+        found[0].starts_with("tidemark.toml:3:8: name \"eu 1\" in [server] is not allowed; use letters"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with(
+            "tidemark.toml:4:11: catalog \"db.example.com\" in [server] is not a PostgreSQL connection; write a URL"
+        ),
+        "{found:?}"
+    );
+    assert!(found[1].ends_with("or remove it to keep the state in state_dir"), "{found:?}");
+    assert!(
+        found[2].starts_with(
+            "tidemark.toml:5:25: catalog_password_file \"catalog.pass\" in [server] must be an absolute path"
+        ),
+        "{found:?}"
+    );
+
+    let found =
+        problems(&contract_with("state_dir", "catalog_password_file = \"/etc/tidemark/catalog.pass\"\nstate_dir"));
+    assert_eq!(
+        found,
+        ["tidemark.toml:3:1: catalog_password_file in [server] has no catalog to log in to; add catalog = \
+          \"postgres://...\", or remove catalog_password_file"]
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once_in_file_order() {
     let text = r#"[server]
 listen = "localhost:8470"
