@@ -319,6 +319,11 @@ pub struct ForgetArgs {
     /// Keep snapshots carrying this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
+    /// Only snapshots of this source: a bucket URL, a backed-up path or a source name. For a
+    /// PostgreSQL source, also deletes the archived WAL no retained base backup needs; there
+    /// --keep-within D keeps every instant of the last D restorable.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
     /// Only consider these snapshots.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -419,6 +424,9 @@ pub enum PgCommand {
     /// Prove the archived WAL is continuous from every base backup to the newest archived segment.
     /// Exit 0 when every backup is continuous, 1 when any gap (each is listed).
     Verify(PgVerifyArgs),
+    /// Stream WAL continuously through a replication slot into the repository (runs until
+    /// killed; reconnects after network failures and server restarts).
+    Stream(PgStreamArgs),
 }
 
 /// `pg backup`.
@@ -451,6 +459,26 @@ pub struct PgArchivePushArgs {
     /// The WAL file to store (`%p`).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+}
+
+/// `pg stream`.
+#[derive(Debug, Args)]
+pub struct PgStreamArgs {
+    /// Source name (the same as for `pg backup` and `archive-push`).
+    #[arg(long, value_name = "NAME")]
+    pub source: String,
+    /// libpq-style connection string of a role with REPLICATION; its application_name (default
+    /// `tidemark`) is the standby name for synchronous_standby_names.
+    #[arg(long, value_name = "CONNSTR")]
+    pub connect: String,
+    /// Physical replication slot to stream through (created when missing): the server then keeps
+    /// WAL while the stream is down.
+    #[arg(long, value_name = "SLOT")]
+    pub slot: Option<String>,
+    /// Act as a synchronous standby: acknowledge WAL as soon as it is in the repository, so that
+    /// with synchronous_standby_names naming this stream a commit returns only once it is stored.
+    #[arg(long)]
+    pub synchronous: bool,
 }
 
 /// `pg archive-get`.
@@ -499,6 +527,10 @@ pub struct PgVerifyArgs {
     /// Source name.
     #[arg(long, value_name = "NAME")]
     pub source: String,
+    /// Also read back every archived WAL file and authenticate its content, size and header
+    /// (reads the whole archive); a damaged file is listed and counts as missing.
+    #[arg(long)]
+    pub read_data: bool,
 }
 
 /// `--target-action`.

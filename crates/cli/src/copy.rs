@@ -16,8 +16,13 @@ use crate::restore::filter;
 /// Run `copy`.
 pub fn run(global: &Global, args: &CopyArgs, out: &Out) -> Result<Status> {
     let source = open::open(global)?;
-    let target =
-        open::open_other(global, &args.to_repo, args.to_password_file.as_deref(), args.to_key_file.as_deref())?;
+    let target = open::open_other(
+        global,
+        &args.to_repo,
+        open::Role::To,
+        args.to_password_file.as_deref(),
+        args.to_key_file.as_deref(),
+    )?;
     let filter = filter(&args.filter);
     let selected: Vec<(Id, Snapshot)> = if args.snapshots.is_empty() {
         source.snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect()

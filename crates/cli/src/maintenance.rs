@@ -1,6 +1,6 @@
 //! Keeping a repository healthy: `check`, `forget`, `prune`, `stats`, `unlock`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -18,7 +18,7 @@ use crate::exit::{Status, UserError};
 use crate::open;
 use crate::output::{Out, bytes, local_time, table};
 use crate::progress::Bar;
-use crate::restore::filter;
+use crate::restore::{filter, normalize_source, source_matches};
 
 /// Parse `--keep-within`: `36h`, `14d`, `2w`, `6mo`, `1y`, `1y6mo`, `14 days` (jiff's friendly
 /// format). Days are 24 hours; months and years count from today.
@@ -146,18 +146,40 @@ pub fn run_forget(global: &Global, args: &ForgetArgs, out: &Out) -> Result<Statu
     }
     let repo = open::open(global)?;
     let f = filter(&args.filter);
-    let list: Vec<(Id, Snapshot)> = repo.snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    let source = args.source.as_deref().map(normalize_source);
+    let list: Vec<(Id, Snapshot)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.matches(s) && source.as_deref().is_none_or(|src| source_matches(s, src)))
+        .collect();
+    // PostgreSQL base backups follow their source's retention, which also deletes the WAL no
+    // retained backup needs and keeps --keep-within's promise.
+    let (base_backups, list): (Vec<_>, Vec<_>) = list.into_iter().partition(|(_, s)| crate::pg::is_base_backup(s));
+    let pg_sources: BTreeSet<String> = base_backups.iter().filter_map(|(_, s)| s.source.clone()).collect();
+    let mut pg_outcomes = Vec::new();
+    for pg_source in &pg_sources {
+        pg_outcomes.push(crate::pg::forget_source(&repo, pg_source, &policy, &f, args.dry_run, out)?);
+    }
     let groups = forget::plan(&list, &policy, &TimeZone::system());
-    let doomed = groups.iter().flat_map(|g| &g.decisions).filter(|d| !d.keep).count();
+    let pg_doomed: usize = pg_outcomes.iter().map(|o| o.plan.doomed().count()).sum();
+    let doomed = groups.iter().flat_map(|g| &g.decisions).filter(|d| !d.keep).count() + pg_doomed;
     if !out.json && !out.quiet {
         print_plan(&groups, out)?;
     }
-    let removed = if args.dry_run || doomed == 0 { Vec::new() } else { repo.forget(&groups)? };
+    let mut removed = if args.dry_run || doomed == pg_doomed { Vec::new() } else { repo.forget(&groups)? };
+    if !args.dry_run && removed.len() < doomed - pg_doomed {
+        out.warn(format!(
+            "{} snapshot(s) are kept for now: still under Object Lock retention; a later forget removes them",
+            doomed - pg_doomed - removed.len()
+        ));
+    }
+    removed.extend(pg_outcomes.iter().flat_map(|o| o.removed.iter().copied()));
     let prune_report = if args.prune && !args.dry_run { Some(prune(&repo, false, out)?) } else { None };
     if out.json {
         out.json_value(&serde_json::json!({
             "dry_run": args.dry_run,
             "groups": groups,
+            "postgres": pg_sources.iter().zip(&pg_outcomes).map(|(s, o)| crate::pg::forget_json(s, o)).collect::<Vec<_>>(),
             "removed": removed,
             "prune": prune_report,
         }))?;
@@ -195,6 +217,13 @@ fn print_prune(r: &PruneReport, out: &Out) -> Result<()> {
     ))?;
     if !r.packs_spared.is_empty() {
         out.line(format!("{} pack(s) were spared: a backup written meanwhile uses them", r.packs_spared.len()))?;
+    }
+    if !r.packs_retained.is_empty() || r.index_files_retained > 0 {
+        out.line(format!(
+            "{} pack(s) and {} old index file(s) are kept: still under Object Lock retention; a later prune removes them",
+            r.packs_retained.len(),
+            r.index_files_retained
+        ))?;
     }
     if r.stale_locks_removed > 0 {
         out.line(format!("removed {} stale lock(s)", r.stale_locks_removed))?;

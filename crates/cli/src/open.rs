@@ -11,7 +11,7 @@ use tidemark_format::keys::KdfParams;
 use tidemark_repo::{Credential, InitOptions, LockOptions, Repository};
 use tidemark_storage::{LocalStorage, RetryStorage, Storage};
 use tidemark_storage_http::HttpStorage;
-use tidemark_storage_s3::S3Storage;
+use tidemark_storage_s3::{S3Config, S3Storage};
 
 use crate::args::{Global, InitArgs};
 use crate::exit::UserError;
@@ -19,8 +19,83 @@ use crate::output::Out;
 
 const NO_PASSWORD: &str = "no password given: use --password-file, TIDEMARK_PASSWORD_FILE or TIDEMARK_PASSWORD";
 
+/// Which repository of a command a URL names. Each may need its own S3 credentials: the main
+/// repository signs with AWS_*; a copy's target with TIDEMARK_TO_ACCESS_KEY_ID,
+/// TIDEMARK_TO_SECRET_ACCESS_KEY and TIDEMARK_TO_SESSION_TOKEN, and `init --from-repo` with
+/// TIDEMARK_FROM_*, when those are set (else AWS_* too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `-r/--repo`.
+    Main,
+    /// `copy --to-repo`.
+    To,
+    /// `init --from-repo`.
+    From,
+}
+
+impl Role {
+    fn env_prefix(self) -> Option<&'static str> {
+        match self {
+            Role::Main => None,
+            Role::To => Some("TIDEMARK_TO_"),
+            Role::From => Some("TIDEMARK_FROM_"),
+        }
+    }
+}
+
+/// The S3 configuration of `url` for `role`: AWS_* from the environment, with the role's own
+/// access key, secret and session token in their place when its variables are set.
+fn s3_config(url: &str, role: Role) -> Result<S3Config> {
+    let mut config = s3_config_from_env(url, role)?;
+    if config.object_lock.is_some() {
+        config.retention_cache = retention_cache(&config);
+    }
+    Ok(config)
+}
+
+/// Where an Object Lock repository's known retention dates are kept between runs:
+/// `TIDEMARK_CACHE_DIR`, else `$XDG_CACHE_HOME/tidemark`, else `~/.cache/tidemark`, one file per
+/// bucket, prefix and endpoint.
+fn retention_cache(config: &S3Config) -> Option<std::path::PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let dir = var("TIDEMARK_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("tidemark")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("tidemark")))?;
+    let place = format!("{}-{}-{}", config.endpoint.as_deref().unwrap_or("aws"), config.bucket, config.prefix);
+    let name: String = place.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    Some(dir.join("retention").join(format!("{name}.txt")))
+}
+
+fn s3_config_from_env(url: &str, role: Role) -> Result<S3Config> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(prefix) = role.env_prefix() else { return Ok(S3Config::from_url(url)?) };
+    let (id_var, secret_var) = (format!("{prefix}ACCESS_KEY_ID"), format!("{prefix}SECRET_ACCESS_KEY"));
+    let own = match (env(&id_var), env(&secret_var)) {
+        (Some(id), Some(secret)) => Some((id, secret, env(&format!("{prefix}SESSION_TOKEN")))),
+        (None, None) => None,
+        _ => {
+            return Err(UserError::new(
+                format!("only one of {id_var} and {secret_var} is set"),
+                "set both (or neither, to use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
+            )
+            .into());
+        }
+    };
+    Ok(S3Config::from_url_with_env(url, |name| match (&own, name) {
+        (Some((id, _, _)), "AWS_ACCESS_KEY_ID") => Some(id.clone()),
+        (Some((_, secret, _)), "AWS_SECRET_ACCESS_KEY") => Some(secret.clone()),
+        (Some((_, _, token)), "AWS_SESSION_TOKEN") => token.clone(),
+        _ => env(name),
+    })?)
+}
+
 /// The storage backend for a repository URL, wrapped in retries.
 pub fn storage_for(url: &str) -> Result<Arc<dyn Storage>> {
+    storage_for_role(url, Role::Main)
+}
+
+/// [`storage_for`] for one of the command's repositories (its own S3 credentials).
+pub fn storage_for_role(url: &str, role: Role) -> Result<Arc<dyn Storage>> {
     if url.trim().is_empty() {
         return Err(
             UserError::new("the repository location is empty", "pass -r/--repo or set TIDEMARK_REPOSITORY").into()
@@ -41,7 +116,7 @@ pub fn storage_for(url: &str) -> Result<Arc<dyn Storage>> {
         return Ok(Arc::new(RetryStorage::new(http)));
     }
     if url.starts_with("s3://") {
-        let s3 = S3Storage::from_url(url).with_context(|| format!("repository {url}"))?;
+        let s3 = S3Storage::new(s3_config(url, role)?).with_context(|| format!("repository {url}"))?;
         return Ok(Arc::new(RetryStorage::new(s3)));
     }
     if let Some((scheme, _)) = url.split_once("://") {
@@ -195,10 +270,11 @@ pub fn open(global: &Global) -> Result<Repository> {
 pub fn open_other(
     global: &Global,
     url: &str,
+    role: Role,
     password_file: Option<&Path>,
     key_file: Option<&Path>,
 ) -> Result<Repository> {
-    let storage = storage_for(url)?;
+    let storage = storage_for_role(url, role)?;
     Repository::marker(storage.as_ref()).with_context(|| format!("repository {url}"))?;
     let cred = match (key_file, password_file) {
         (Some(k), _) => Credential::KeyFile(read_key_file(k)?),
@@ -219,7 +295,8 @@ pub fn init(global: &Global, args: &InitArgs, out: &Out) -> Result<Repository> {
     let cred = credential(global, true)?;
     let shared_ids = match &args.from_repo {
         Some(from) if args.copy_chunker_params => Some(
-            open_other(global, from, args.from_password_file.as_deref(), args.from_key_file.as_deref())?.shared_ids(),
+            open_other(global, from, Role::From, args.from_password_file.as_deref(), args.from_key_file.as_deref())?
+                .shared_ids(),
         ),
         _ => None,
     };

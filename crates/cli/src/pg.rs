@@ -12,12 +12,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use tidemark_repo::SnapshotFilter;
+use tidemark_repo::forget::KeepPolicy;
+use tidemark_source_pg::archive::{Fetched, archive_fetch};
 use tidemark_source_pg::backup::extra;
+use tidemark_source_pg::verify::{VerifyOptions, pg_verify_with};
 use tidemark_source_pg::{
-    Lsn, PgBackupOptions, PgRestoreOptions, PushOutcome, RecoveryTarget, TargetAction, archive_get, archive_push,
-    pg_backup, pg_restore, pg_verify,
+    Lsn, PgBackupOptions, PgForgetOptions, PgForgetOutcome, PgRestoreOptions, PushOutcome, RecoveryTarget,
+    TargetAction, archive_push, pg_backup, pg_forget, pg_restore,
 };
+use tidemark_source_pg::{PgStreamOptions, pg_stream};
 
+use crate::args::PgStreamArgs;
 use crate::args::{
     Global, PgArchiveGetArgs, PgArchivePushArgs, PgBackupArgs, PgCommand, PgRestoreArgs, PgTargetAction, PgVerifyArgs,
 };
@@ -55,6 +61,7 @@ pub fn run(global: &Global, command: &PgCommand, out: &Out) -> Result<Status> {
         }),
         PgCommand::Restore(args) => run_restore(global, args, out),
         PgCommand::Verify(args) => run_verify(global, args, out),
+        PgCommand::Stream(args) => run_stream(global, args, out),
     }
 }
 
@@ -71,8 +78,53 @@ fn push(global: &Global, args: &PgArchivePushArgs) -> Result<PushOutcome> {
 
 fn get(global: &Global, args: &PgArchiveGetArgs) -> Result<bool> {
     let repo = open::open(global)?;
-    archive_get(&repo, &args.source, &args.file, &args.dest)
-        .with_context(|| format!("archive-get of {} (source {})", args.file, args.source))
+    let fetched = archive_fetch(&repo, &args.source, &args.file, &args.dest)
+        .with_context(|| format!("archive-get of {} (source {})", args.file, args.source))?;
+    if let Some(Fetched::StreamPartial { end }) = fetched {
+        // Never silently: PostgreSQL logs this.
+        eprintln!(
+            "tidemark pg archive-get: {}: no complete segment in the repository; wrote the newest partial segment              `pg stream` stored (WAL up to {end}, zeros after it): recovery ends there unless more WAL arrives",
+            args.file
+        );
+    }
+    Ok(fetched.is_some())
+}
+
+/// `pg stream`: runs until killed (SIGTERM, Ctrl-C) or a non-transient error. Being killed
+/// loses nothing: only WAL stored in the repository is ever acknowledged to the server, so the
+/// next run streams the rest again from the slot.
+fn run_stream(global: &Global, args: &PgStreamArgs, out: &Out) -> Result<Status> {
+    let repo = open::open(global)?;
+    let options = PgStreamOptions {
+        slot: args.slot.clone(),
+        synchronous: args.synchronous,
+        ..PgStreamOptions::new(args.source.clone(), args.connect.clone())
+    };
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let log = Arc::new(StreamLog { quiet: out.quiet });
+    let outcome = pg_stream(&repo, &options, &never, log).with_context(|| format!("pg stream of {}", args.source))?;
+    out.info(format!(
+        "stream stopped: WAL before {} on timeline {} is in the repository ({} segments, {} partial records)",
+        outcome.durable, outcome.timeline, outcome.segments, outcome.partials
+    ))?;
+    Ok(Status::Ok)
+}
+
+/// A long-running stream logs lines, not a progress bar: what it streams, and every reconnect.
+struct StreamLog {
+    quiet: bool,
+}
+
+impl tidemark_repo::Progress for StreamLog {
+    fn warn(&self, message: &str) {
+        eprintln!("{} warning: {message}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+    }
+
+    fn status(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{} {message}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+        }
+    }
 }
 
 fn run_backup(global: &Global, args: &PgBackupArgs, out: &Out) -> Result<Status> {
@@ -202,7 +254,11 @@ fn run_restore(global: &Global, args: &PgRestoreArgs, out: &Out) -> Result<Statu
 
 fn run_verify(global: &Global, args: &PgVerifyArgs, out: &Out) -> Result<Status> {
     let repo = open::open(global)?;
-    let report = pg_verify(&repo, &args.source).with_context(|| format!("pg verify of {}", args.source))?;
+    let bar = Arc::new(Bar::new(out, "pg verify"));
+    let options = VerifyOptions { read_data: args.read_data };
+    let report = pg_verify_with(&repo, &args.source, &options, bar.clone())
+        .with_context(|| format!("pg verify of {}", args.source))?;
+    bar.finish();
     let status = |v: &tidemark_source_pg::BackupVerdict| {
         if !v.restorable {
             "unrestorable"
@@ -242,6 +298,8 @@ fn run_verify(global: &Global, args: &PgVerifyArgs, out: &Out) -> Result<Status>
             "ok": report.ok(),
             "backups": backups,
             "skipped": report.skipped,
+            "read_data": report.read_data,
+            "damaged": report.damaged.iter().map(|d| serde_json::json!({"name": d.name, "problem": d.problem})).collect::<Vec<_>>(),
         }))?;
     } else {
         let rows: Vec<Vec<String>> = report
@@ -265,15 +323,97 @@ fn run_verify(global: &Global, args: &PgVerifyArgs, out: &Out) -> Result<Status>
         for id in &report.skipped {
             out.warn(format!("snapshot {} of source {} is not a usable base backup", id.short(), args.source));
         }
+        for d in &report.damaged {
+            out.line(format!("damaged: {}: {}", d.name, d.problem))?;
+        }
     }
     if report.ok() {
-        out.info(format!("WAL of source {} is continuous from every base backup", args.source))?;
+        let read = if report.read_data { " (every archived file read back and authenticated)" } else { "" };
+        out.info(format!("WAL of source {} is continuous from every base backup{read}", args.source))?;
         Ok(Status::Ok)
     } else {
         let bad = report.backups.iter().filter(|v| !v.ok()).count();
+        if !report.damaged.is_empty() {
+            eprintln!(
+                "Fatal: {} archived WAL file(s) of source {} are damaged; see above",
+                report.damaged.len(),
+                args.source
+            );
+        }
         eprintln!("Fatal: {bad} base backup(s) of source {} have gaps in the archived WAL; see above", args.source);
         Ok(Status::Failed)
     }
+}
+
+/// Whether a snapshot is a PostgreSQL base backup (retention goes through [`forget_source`]).
+pub fn is_base_backup(s: &tidemark_repo::format::objects::Snapshot) -> bool {
+    s.kind == tidemark_source_pg::backup::SNAPSHOT_KIND && s.source.is_some()
+}
+
+/// `forget` for one PostgreSQL source: its base backups by `policy` (among those `filter`
+/// passes), then the WAL no retained backup needs; prints the plan unless `--json`/`--quiet`.
+pub fn forget_source(
+    repo: &tidemark_repo::Repository,
+    source: &str,
+    policy: &KeepPolicy,
+    filter: &SnapshotFilter,
+    dry_run: bool,
+    out: &Out,
+) -> Result<PgForgetOutcome> {
+    let options = PgForgetOptions {
+        source: source.to_owned(),
+        policy: policy.clone(),
+        filter: filter.clone(),
+        tz: jiff::tz::TimeZone::system(),
+        now: jiff::Timestamp::now(),
+        dry_run,
+    };
+    let bar = Arc::new(Bar::new(out, "forget"));
+    let outcome =
+        pg_forget(repo, &options, bar.clone()).with_context(|| format!("forget of PostgreSQL source {source}"))?;
+    bar.finish();
+    if !out.json && !out.quiet {
+        let plan = &outcome.plan;
+        out.line(format!("base backups of PostgreSQL source {source}:"))?;
+        let rows: Vec<Vec<String>> = plan
+            .decisions
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.short(),
+                    crate::output::local_time(d.time),
+                    if d.keep { "keep".into() } else { "remove".into() },
+                    d.reasons.join(","),
+                ]
+            })
+            .collect();
+        out.line(crate::output::table(&["ID", "Time", "Verdict", "Reasons"], &rows))?;
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        match (&plan.wal_held, &plan.keep_wal_from) {
+            (Some(why), _) => out.line(format!("WAL: none deleted: {why}"))?,
+            (None, Some(from)) => out.line(format!(
+                "WAL: {verb} {} archived file(s) before {from}, keeping {} (history files are always kept)",
+                plan.wal_delete.len(),
+                plan.wal_kept
+            ))?,
+            (None, None) => out.line("WAL: none deleted")?,
+        }
+        if let Some(start) = plan.window_start {
+            out.line(format!("every instant since {} stays restorable", crate::output::local_time(start)))?;
+        }
+        out.line("")?;
+    }
+    Ok(outcome)
+}
+
+/// The `--json` object of [`forget_source`].
+pub fn forget_json(source: &str, outcome: &PgForgetOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "source": source,
+        "plan": outcome.plan,
+        "removed": outcome.removed,
+        "wal_deleted": outcome.wal_deleted,
+    })
 }
 
 const ENV_PASSWORD_HINT: &str = "give --password-file FILE or --key-file FILE (readable by the user PostgreSQL \

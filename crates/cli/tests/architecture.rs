@@ -47,6 +47,14 @@ fn dependency_arrows_point_one_way() {
         set(&["tidemark-format", "tidemark-storage"]),
         "repo sees only format and the storage trait"
     );
+    assert_eq!(workspace_only(&map["tidemark-service-core"].0), set(&[]), "service-core is pure");
+    for layer in ["tidemark-service-state", "tidemark-service-http"] {
+        assert_eq!(
+            workspace_only(&map[layer].0),
+            set(&["tidemark-service-core"]),
+            "{layer} meets the daemon only through service-core's traits"
+        );
+    }
     for (name, (normal, all)) in &map {
         assert!(!all.contains("tidemark-cli"), "{name} depends on the cli");
         if name != "tidemark-cli" {

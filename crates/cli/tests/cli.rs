@@ -15,8 +15,14 @@ mod buckets;
 mod corruption;
 #[path = "cli/maintenance.rs"]
 mod maintenance;
+#[path = "cli/offsite.rs"]
+mod offsite;
 #[path = "cli/pg.rs"]
 mod pg;
+#[path = "cli/pg_safety.rs"]
+mod pg_safety;
+#[path = "cli/pg_stream.rs"]
+mod pg_stream;
 #[path = "cli/round_trip.rs"]
 mod round_trip;
 #[path = "cli/serve.rs"]

@@ -66,6 +66,8 @@ struct Shared {
     spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     chunker_buffers: Mutex<Vec<Vec<u8>>>,
     progress: Arc<dyn Progress>,
+    /// When the archiver started: objects it writes are retained from then on, at least.
+    started: std::time::SystemTime,
 }
 
 /// A backup in progress: holds a shared lock until [`Archiver::commit`] or drop.
@@ -110,6 +112,7 @@ impl Repository {
             spare,
             chunker_buffers: Mutex::new(Vec::new()),
             progress,
+            started: std::time::SystemTime::now(),
         });
         let mut workers = Vec::new();
         for n in 0..threads {
@@ -372,6 +375,15 @@ impl Archiver {
         self.verify_tree_reachable(&snapshot.tree)?;
         let id = self.shared.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, snapshot)?;
         self.shared.repo.refresh_index();
+        // Object Lock: data the new snapshot reuses stays retained as long as fresh data.
+        if self.shared.repo.storage().retention().is_some() {
+            self.shared.progress.status("extending retention (Object Lock) on the data in use");
+            // Whatever this archiver wrote is retained from its start on already.
+            let report = self.shared.repo.extend_retention(&[snapshot.tree], self.shared.started)?;
+            self.shared
+                .progress
+                .status(&format!("retention: {} object(s) checked, {} extended", report.checked, report.extended));
+        }
         Ok(id)
     }
 

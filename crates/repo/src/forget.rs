@@ -140,11 +140,19 @@ fn decide(list: &[&(Id, Snapshot)], policy: &KeepPolicy, tz: &TimeZone) -> Vec<D
 
 impl Repository {
     /// Remove the snapshots a plan does not keep; returns their ids. Refuses an empty policy's plan
-    /// only at the caller; here every `keep == false` decision is executed.
+    /// only at the caller; here every `keep == false` decision is executed, except for snapshots
+    /// the storage still retains (S3 Object Lock), which cannot be deleted yet: they are left out
+    /// (and not in the result), and a later `forget` removes them.
     pub fn forget(&self, groups: &[Group]) -> Result<Vec<Id>> {
         let _lock = self.lock("forget", false)?;
+        let now = std::time::SystemTime::now();
         let mut removed = Vec::new();
         for d in groups.iter().flat_map(|g| &g.decisions).filter(|d| !d.keep) {
+            if let Some(r) = self.storage().retention()
+                && r.retained_until(&format!("{}{}", crate::repository::SNAPSHOTS, d.id))?.is_some_and(|u| u > now)
+            {
+                continue;
+            }
             self.remove_snapshot(&d.id)?;
             removed.push(d.id);
         }

@@ -31,6 +31,7 @@ pub mod named;
 mod progress;
 pub mod prune;
 mod repository;
+pub mod retention;
 mod snapshots;
 pub mod stats;
 pub mod tree;

@@ -8,9 +8,17 @@
 //!
 //! Anything that makes the picture uncertain aborts before the first delete: a listing error, an
 //! unreadable snapshot or tree, a pack the index names but storage lacks.
+//!
+//! On storage with retention (S3 Object Lock), objects cannot be deleted before their retention
+//! ends, so the plan asks first: a pack to delete or repack that is still retained is kept as it
+//! is (and stays indexed), and reported in `packs_retained`; nothing is half-deleted. New index
+//! files supersede every index file present, so an old one still retained stays harmlessly in
+//! storage until a later prune can delete it. Deleting needs more than backing up: run prune with
+//! its own credential (s3:DeleteObject and s3:DeleteObjectVersion), never given to backup clients.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tidemark_format::objects::{IndexPack, NodeType};
@@ -61,6 +69,11 @@ pub struct PruneReport {
     pub stale_locks_removed: usize,
     /// Packs kept back at the last re-check because something new referenced them.
     pub packs_spared: Vec<Id>,
+    /// Packs prune would delete or repack but kept because storage still retains them (S3
+    /// Object Lock); a later prune deletes them once their retention has ended.
+    pub packs_retained: Vec<Id>,
+    /// Old index files superseded but kept because storage still retains them.
+    pub index_files_retained: usize,
 }
 
 /// Blobs reachable from some snapshots' trees.
@@ -127,6 +140,8 @@ struct Plan {
     delete: Vec<(Id, u64)>,
     delete_index: HashMap<Id, IndexPack>,
     old_index: Vec<Id>,
+    /// With retention: every index file present, superseded by the new ones.
+    supersede: Vec<Id>,
     snapshots: HashSet<Id>,
     named: HashSet<String>,
 }
@@ -143,7 +158,11 @@ impl Repository {
         if opts.dry_run {
             return Ok(report);
         }
-        self.execute_prune(plan, &lock, &mut report, progress.as_ref())?;
+        let executed = self.execute_prune(plan, &lock, &mut report, progress.as_ref());
+        // Packs and index files changed under this handle: whatever it cached is stale now,
+        // whether prune finished or stopped halfway (a long-running daemon keeps the handle).
+        self.refresh_index();
+        executed?;
         lock.release()?;
         Ok(report)
     }
@@ -179,8 +198,20 @@ impl Repository {
             delete: Vec::new(),
             delete_index: HashMap::new(),
             old_index: files.iter().map(|(id, _)| *id).collect(),
+            supersede: Vec::new(),
             snapshots: snapshots.iter().map(|(id, _)| *id).collect(),
             named: named.into_iter().map(|(key, _)| key).collect(),
+        };
+        if self.storage().retention().is_some() {
+            plan.supersede = self.list_ids(INDEX)?;
+        }
+        let now = SystemTime::now();
+        // Whether storage still retains a pack: then it cannot be deleted, so it is kept whole.
+        let retained = |id: &Id| -> Result<bool> {
+            match self.storage().retention() {
+                Some(r) => Ok(r.retained_until(&pack_key(id))?.is_some_and(|until| until > now)),
+                None => Ok(false),
+            }
         };
         let mut claimed: HashSet<Id> = HashSet::new();
         let mut indexed: HashSet<Id> = HashSet::new();
@@ -195,7 +226,13 @@ impl Repository {
                     .collect();
                 let total: u64 = pack.blobs.iter().map(|b| u64::from(b.length)).sum();
                 let kept: u64 = keep_idx.iter().map(|&i| u64::from(pack.blobs[i].length)).sum();
-                if keep_idx.is_empty() {
+                let whole = keep_idx.len() == pack.blobs.len()
+                    || (!keep_idx.is_empty() && ((total - kept) as f64) <= opts.repack_threshold * total as f64);
+                if !whole && retained(&pack.id)? {
+                    report.packs_retained.push(pack.id);
+                    report.packs_kept += 1;
+                    plan.keep.push(pack);
+                } else if keep_idx.is_empty() {
                     report.blobs_removed += pack.blobs.len() as u64;
                     report.packs_deleted.push(pack.id);
                     plan.delete.push((pack.id, pack.size));
@@ -213,7 +250,9 @@ impl Repository {
             }
         }
         for (id, size) in &present {
-            if !indexed.contains(id) {
+            if !indexed.contains(id) && retained(id)? {
+                report.packs_retained.push(*id);
+            } else if !indexed.contains(id) {
                 report.packs_deleted.push(*id);
                 plan.delete.push((*id, *size));
             }
@@ -225,6 +264,7 @@ impl Repository {
                 .map(|(p, keep)| p.size - keep.iter().map(|&i| u64::from(p.blobs[i].length)).sum::<u64>())
                 .sum::<u64>();
         report.index_files_replaced = plan.old_index.len();
+        report.packs_retained.sort();
         Ok(plan)
     }
 
@@ -263,6 +303,9 @@ impl Repository {
 
         // 2. New index files, then drop the old ones.
         let mut new_index = HashSet::new();
+        // With retention, the first new index file supersedes every one present (some of which
+        // may be retained and stay); without, the old ones are simply deleted below.
+        let mut supersede = plan.supersede.clone();
         // Index files stay far below the format's 64 MiB object cap: at most ~50k blobs each.
         let mut batch: Vec<IndexPack> = Vec::new();
         let mut blobs = 0;
@@ -271,13 +314,13 @@ impl Repository {
             batch.push(pack);
             if blobs >= 50_000 {
                 lock.check()?;
-                new_index.insert(write_index(self, std::mem::take(&mut batch), Vec::new())?);
+                new_index.insert(write_index(self, std::mem::take(&mut batch), std::mem::take(&mut supersede))?);
                 blobs = 0;
             }
         }
-        if !batch.is_empty() {
+        if !batch.is_empty() || !supersede.is_empty() {
             lock.check()?;
-            new_index.insert(write_index(self, batch, Vec::new())?);
+            new_index.insert(write_index(self, batch, std::mem::take(&mut supersede))?);
         }
         // 3. Re-check, right before anything is deleted: an index file or snapshot written since the
         //    plan that needs a doomed pack spares it (and keeps it indexed).
@@ -287,7 +330,7 @@ impl Repository {
         doomed_index.extend(plan.repack.into_iter().map(|(p, _)| (p.id, p)));
         let mut spared: HashSet<Id> = HashSet::new();
         for (id, file) in load_index_files(self)? {
-            if !new_index.contains(&id) && !plan.old_index.contains(&id) {
+            if !new_index.contains(&id) && !plan.old_index.contains(&id) && !plan.supersede.contains(&id) {
                 spared.extend(file.packs.iter().map(|p| p.id));
             }
         }
@@ -325,9 +368,18 @@ impl Repository {
         });
         report.packs_spared.sort();
         report.packs_spared.dedup();
-        for id in &plan.old_index {
+        let now = SystemTime::now();
+        let old_index = if plan.supersede.is_empty() { &plan.old_index } else { &plan.supersede };
+        for id in old_index {
+            let key = format!("{INDEX}{id}");
+            if let Some(r) = self.storage().retention()
+                && r.retained_until(&key)?.is_some_and(|until| until > now)
+            {
+                report.index_files_retained += 1;
+                continue;
+            }
             lock.check()?;
-            self.storage().delete(&format!("{INDEX}{id}"))?;
+            self.storage().delete(&key)?;
         }
 
         // 4. Delete.

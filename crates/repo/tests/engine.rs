@@ -181,6 +181,22 @@ fn forget_and_prune_free_space_and_keep_the_rest_restorable() {
 }
 
 #[test]
+fn the_same_handle_reads_and_checks_correctly_after_prune() {
+    let (_mem, repo) = new_repo();
+    let old = backup_files(&repo, &sample_files(10, 6));
+    let shared = sample_files(10, 2);
+    let keep = backup_files(&repo, &shared);
+    repo.remove_snapshot(&old).unwrap();
+    // Load the index into this handle before prune changes the packs under it.
+    assert_eq!(read_files(&repo, &keep), shared);
+    let report = repo.prune(PruneOptions::default(), Arc::new(NoProgress)).unwrap();
+    assert!(!report.packs_deleted.is_empty() || !report.packs_repacked.is_empty(), "{report:?}");
+    assert_eq!(read_files(&repo, &keep), shared);
+    let check = repo.check(CheckOptions { read_data: true }, Arc::new(NoProgress)).unwrap();
+    assert!(check.is_ok() && check.warnings.is_empty(), "{check:?}");
+}
+
+#[test]
 fn prune_waits_for_no_one_it_refuses_while_a_backup_holds_a_lock() {
     let (_mem, repo) = new_repo();
     let archiver = repo.archiver("backup", Arc::new(NoProgress)).unwrap();

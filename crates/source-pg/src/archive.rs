@@ -114,6 +114,9 @@ pub enum WalFileKind {
     History,
     /// A backup history file (`000000010000000000000003.00000028.backup`).
     BackupHistory,
+    /// The in-progress segment as `pg stream` stored it, up to an offset
+    /// (`000000010000000000000003.00A3F000.partial`, see [`crate::partial`]).
+    StreamPartial,
 }
 
 /// A WAL file name, classified.
@@ -162,6 +165,15 @@ pub fn classify_wal_file(name: &str) -> Result<WalFileName, PgError> {
         && upper_hex(tli)
     {
         return Ok(WalFileName { kind: WalFileKind::History, timeline: timeline_of(tli)?, segment: None });
+    }
+    if let Some((base, offset)) = crate::partial::parse_partial_name(name)
+        && offset > 0
+    {
+        return Ok(WalFileName {
+            kind: WalFileKind::StreamPartial,
+            timeline: timeline_of(base)?,
+            segment: Some(base.into()),
+        });
     }
     if let Some(rest) = name.strip_suffix(".backup")
         && let Some((base, offset)) = rest.split_once('.')
@@ -246,11 +258,27 @@ pub fn archive_push(repo: &Repository, source: &str, wal_path: &Path) -> Result<
         .and_then(|n| n.to_str())
         .ok_or_else(|| PgError::local_msg(format!("{}: no file name", wal_path.display())))?
         .to_owned();
-    let class = classify_wal_file(&name)?;
+    classify_wal_file(&name)?;
     let bytes = read_limited(wal_path)?;
+    store_wal_file(repo, source, &name, &bytes)
+}
+
+/// [`archive_push`] of bytes in memory (what `pg stream` stores for each complete segment and
+/// history file): the same checks, the same record, the same chunking, so that the two agree.
+pub(crate) fn store_wal_file(
+    repo: &Repository,
+    source: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<PushOutcome, PgError> {
+    let name = name.to_owned();
+    let class = classify_wal_file(&name)?;
+    if class.kind == WalFileKind::StreamPartial {
+        return Err(PgError::wal(format!("{name}: streamed partial segments are stored by `pg stream` only")));
+    }
     let mut system_identifier = None;
     if let (WalFileKind::Segment | WalFileKind::Partial, Some(segment)) = (class.kind, &class.segment) {
-        let header = WalSegmentHeader::parse(&bytes).map_err(|e| e.with_context(&format!("WAL file {name}")))?;
+        let header = WalSegmentHeader::parse(bytes).map_err(|e| e.with_context(&format!("WAL file {name}")))?;
         let major = header
             .pg_major()
             .ok_or_else(|| PgError::wal(format!("WAL file {name}: unknown WAL page magic {:#06X}", header.magic)))?;
@@ -283,7 +311,7 @@ pub fn archive_push(repo: &Repository, source: &str, wal_path: &Path) -> Result<
     let archiver = repo
         .archiver("pg archive-push", Arc::new(NoProgress))
         .map_err(|e| PgError::repository("starting archive-push", e))?;
-    let saved = archiver.save_reader(&bytes[..]).map_err(|e| PgError::repository(&format!("storing {name}"), e))?;
+    let saved = archiver.save_reader(bytes).map_err(|e| PgError::repository(&format!("storing {name}"), e))?;
     archiver.finish_without_snapshot().map_err(|e| PgError::repository(&format!("storing {name}"), e))?;
     let record = WalRecord {
         name: name.clone(),
@@ -352,23 +380,63 @@ pub fn list_wal(repo: &Repository, source: &str) -> Result<Vec<String>, PgError>
 /// (every blob authenticated, the total size, a segment's header against the source's cluster),
 /// fsynced, then renamed over `dest`. `Ok(false)` when the repository does not hold it.
 pub fn archive_get(repo: &Repository, source: &str, file_name: &str, dest: &Path) -> Result<bool, PgError> {
+    Ok(archive_fetch(repo, source, file_name, dest)?.is_some())
+}
+
+/// What [`archive_fetch`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// The archived file itself.
+    File,
+    /// No complete segment is archived under this name: the newest partial segment `pg stream`
+    /// stored, holding WAL up to `end` and zeros after it (see [`crate::partial`] for when
+    /// this is served). Recovery ends at `end` unless more WAL arrives.
+    StreamPartial {
+        /// Where its WAL ends.
+        end: Lsn,
+    },
+}
+
+/// [`archive_get`], saying what it wrote: `Ok(None)` when the repository holds nothing for
+/// `file_name`.
+pub fn archive_fetch(
+    repo: &Repository,
+    source: &str,
+    file_name: &str,
+    dest: &Path,
+) -> Result<Option<Fetched>, PgError> {
     let class = classify_wal_file(file_name)?;
     let Some(record) = get_record(repo, source, file_name)? else {
-        return Ok(false);
+        if class.kind != WalFileKind::Segment {
+            return Ok(None);
+        }
+        let Some(partial) = crate::partial::servable_partial(repo, source, file_name)? else {
+            return Ok(None);
+        };
+        let end = partial.end_lsn()?;
+        install(dest, file_name, |temp| crate::partial::write_partial(repo, source, &partial, temp))?;
+        return Ok(Some(Fetched::StreamPartial { end }));
     };
+    install(dest, file_name, |temp| write_record(repo, &record, &class, source, temp))?;
+    Ok(Some(Fetched::File))
+}
+
+/// Write a file through `write` into a temporary file beside `dest`, then rename it over `dest`
+/// and sync the directory; the temporary file is removed on failure.
+fn install(dest: &Path, file_name: &str, write: impl FnOnce(&Path) -> Result<(), PgError>) -> Result<(), PgError> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let temp = dir.join(format!(".{file_name}.tidemark-{}.tmp", std::process::id()));
-    let result = write_record(repo, &record, &class, source, &temp).and_then(|()| {
+    let result = write(&temp).and_then(|()| {
         fs::rename(&temp, dest).map_err(|e| PgError::local(format!("renaming into {}", dest.display()), e))?;
         File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| PgError::local(format!("syncing {}", dir.display()), e))
     });
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
-    result.map(|()| true)
+    result
 }
 
 fn write_record(
@@ -414,29 +482,48 @@ fn write_record(
 }
 
 /// Where the archived segments of a source end: the end LSN of the highest archived segment (or
-/// `.partial`) and the newest `stored_at` among the records of that segment, if any.
+/// `.partial`; for a partial segment `pg stream` stored above every complete one, where its WAL
+/// ends) and the `stored_at` of that record, if any.
 pub(crate) fn archive_end(
     repo: &Repository,
     source: &str,
     names: &[String],
     segment_size: u64,
 ) -> Result<Option<(Lsn, Timestamp)>, PgError> {
-    let mut best: Option<(u64, &String)> = None;
+    let mut ends: Vec<(Lsn, &String, bool)> = Vec::new();
     for name in names {
         let Ok(class) = classify_wal_file(name) else { continue };
-        let (WalFileKind::Segment | WalFileKind::Partial, Some(segment)) = (class.kind, &class.segment) else {
+        let (WalFileKind::Segment | WalFileKind::Partial | WalFileKind::StreamPartial, Some(segment)) =
+            (class.kind, &class.segment)
+        else {
             continue;
         };
         let Ok(parsed) = wal::parse_segment_file_name(segment, segment_size) else { continue };
-        let segno = wal::segment_number(parsed.start, segment_size);
-        if best.is_none_or(|(b, _)| segno >= b) {
-            best = Some((segno, name));
-        }
+        let streamed = class.kind == WalFileKind::StreamPartial;
+        let end = match crate::partial::parse_partial_name(name) {
+            Some((_, offset)) if streamed => Lsn(parsed.start.0 + offset),
+            _ => Lsn(parsed.start.0 + segment_size),
+        };
+        ends.push((end, name, streamed));
     }
-    let Some((segno, name)) = best else { return Ok(None) };
-    let record = get_record(repo, source, name)?
-        .ok_or_else(|| PgError::protocol(format!("{name} was listed but has no record")))?;
-    Ok(Some((Lsn((segno + 1) * segment_size), record.stored_at)))
+    // Newest first; the last listed of equal ends (`.partial` after its segment) first.
+    ends.reverse();
+    ends.sort_by_key(|(end, _, _)| std::cmp::Reverse(*end));
+    for (end, name, streamed) in ends {
+        if streamed {
+            // A running `pg stream` replaces its partial records: one listed a moment ago may be
+            // gone (a newer one, not in `names`, replaced it); the next older end is then a safe
+            // answer.
+            if let Some(record) = crate::partial::get_partial(repo, source, name)? {
+                return Ok(Some((end, record.stored_at)));
+            }
+            continue;
+        }
+        let record = get_record(repo, source, name)?
+            .ok_or_else(|| PgError::protocol(format!("{name} was listed but has no record")))?;
+        return Ok(Some((end, record.stored_at)));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -22,8 +22,14 @@
 //!   and `restore_command`, with the per-source cluster identity ([`archive`]).
 //! - [`pg_restore`]: the base backup a recovery target needs, written out with the recovery
 //!   settings ([`restore`]).
+//! - [`pg_stream`]: continuous WAL streaming through a replication slot into the same archive,
+//!   the in-progress segment stored every second (or at every commit, as a synchronous standby)
+//!   ([`receive`]).
 //! - [`pg_verify`]: WAL continuity from every base backup to the newest archived segment, with
-//!   every gap named ([`verify`]).
+//!   every gap named; [`pg_verify_with`] also reads back and authenticates every archived file
+//!   ([`verify`]).
+//! - [`pg_forget`]: retention: the base backups a keep policy removes, then the WAL no retained
+//!   backup needs, with `--keep-within` as a promise ([`retention`]).
 //!
 //! Synchronous, one command at a time per connection. No TLS yet (`sslmode=require` is
 //! refused, not ignored).
@@ -58,7 +64,10 @@ mod config;
 mod conn;
 mod error;
 mod lsn;
+pub mod partial;
+pub mod receive;
 pub mod restore;
+pub mod retention;
 mod stream;
 pub mod verify;
 pub mod wal;
@@ -73,6 +82,10 @@ pub use config::ConnectConfig;
 pub use conn::ResultSet;
 pub use error::{ErrorKind, PgError};
 pub use lsn::Lsn;
+pub use receive::{PgStreamOptions, PgStreamOutcome, pg_stream};
 pub use restore::{PgRestoreOptions, PgRestoreOutcome, RecoveryTarget, TargetAction, pg_restore};
+pub use retention::{PgForgetOptions, PgForgetOutcome, RetentionPlan, pg_forget, plan_retention};
 pub use stream::{WalMessage, WalStream};
-pub use verify::{BackupPoint, BackupVerdict, VerifyReport, pg_verify, verify_plan};
+pub use verify::{
+    BackupPoint, BackupVerdict, DamagedWal, VerifyOptions, VerifyReport, pg_verify, pg_verify_with, verify_plan,
+};

@@ -10,6 +10,12 @@
 //!
 //! Timelines: the archive is checked for segment numbers regardless of timeline, and recovery
 //! follows `recovery_target_timeline = 'latest'` through the archived history files.
+//!
+//! Before any file is written, every archived segment recovery will fetch (and every history
+//! file) is read back and authenticated as `archive-get` will read it: PostgreSQL takes a failing
+//! `restore_command` as the end of the archive, so a damaged segment would otherwise end a
+//! restore to the latest state early without a word. A damaged file the target needs is an
+//! [`ErrorKind::Target`](crate::ErrorKind::Target) naming it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -189,7 +195,8 @@ pub fn plan_restore(
     let mut archived = std::collections::BTreeSet::new();
     for name in wal_names {
         let Ok(class) = classify_wal_file(name) else { continue };
-        if let (WalFileKind::Segment | WalFileKind::Partial, Some(segment)) = (class.kind, &class.segment)
+        if let (WalFileKind::Segment | WalFileKind::Partial | WalFileKind::StreamPartial, Some(segment)) =
+            (class.kind, &class.segment)
             && class.timeline >= backup.timeline
             && let Ok(parsed) = wal::parse_segment_file_name(segment, segment_size)
         {
@@ -252,6 +259,15 @@ pub fn pg_restore(
     let end = archive::archive_end(repo, &options.source, &names, cluster.wal_segment_size)?
         .map(|(lsn, stored_at)| ArchiveEnd { lsn, stored_at });
     let plan = plan_restore(backups, &names, end, cluster.wal_segment_size, &options.target)?;
+    crate::verify::check_restore_wal(
+        repo,
+        &options.source,
+        &cluster,
+        &names,
+        &plan,
+        &options.target,
+        progress.as_ref(),
+    )?;
     let snapshot = snapshots
         .iter()
         .find(|(id, _)| *id == plan.backup.id)

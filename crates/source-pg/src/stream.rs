@@ -118,6 +118,12 @@ impl WalStream<'_> {
         self.status_interval = interval;
     }
 
+    /// Change how long [`next_message`](Self::next_message) waits before it returns
+    /// [`WalMessage::Idle`] (the socket's read timeout).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), PgError> {
+        self.client.set_read_timeout(timeout)
+    }
+
     /// Record what is written and what is durable (flushed); the next status update reports it.
     /// Positions never go backwards.
     pub fn confirm(&mut self, written: Lsn, flushed: Lsn) {
@@ -191,6 +197,20 @@ impl WalStream<'_> {
                     }
                 }
                 Backend::Message(Message::CopyDone) => return self.end_of_timeline(),
+                // A walsender shutting down (fast or smart server shutdown) ends the stream with
+                // CommandComplete once everything it sent is confirmed, then exits: a lost
+                // connection, to be opened again once the server is back.
+                Backend::Message(Message::CommandComplete(_)) => {
+                    self.ended = true;
+                    self.client.conn.broken = true;
+                    return Err(PgError::io(
+                        "streaming WAL",
+                        std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the server ended the stream (shutting down)",
+                        ),
+                    ));
+                }
                 Backend::Message(Message::ErrorResponse(body)) => {
                     let err = server_error(body.fields());
                     self.ended = true;

@@ -11,16 +11,26 @@
 //! them). Every expected segment from the one holding the start LSN to the newest archived one on
 //! that path must be archived (`.partial` files do not count: recovery never fetches them). A
 //! backup whose segments up to its stop LSN are not all archived cannot be restored at all.
+//!
+//! By default only the names and the history files are read (one listing: cheap on any
+//! repository). With [`VerifyOptions::read_data`] (`pg verify --read-data`) every archived file is
+//! read back as `archive-get` would: its record and every blob authenticated, its size, and a
+//! segment's page header against the source's cluster and its own name. A damaged file is listed
+//! in [`VerifyReport::damaged`] and counts as missing, so the backups that need it show a gap.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use tidemark_repo::Repository;
 use tidemark_repo::format::Id;
 use tidemark_repo::format::pack::BlobType;
+use tidemark_repo::{NoProgress, Progress, Repository};
 
-use crate::archive::{self, WalFileKind, classify_wal_file};
+use crate::archive::{self, ClusterRecord, WalFileKind, classify_wal_file};
 use crate::backup::{SNAPSHOT_KIND, extra};
+use crate::restore::{RecoveryTarget, RestorePlan};
+use crate::wal::WalSegmentHeader;
 use crate::{Lsn, PgError, wal};
 
 /// Parsed timeline history files: for each timeline, its ancestors oldest first, as
@@ -78,17 +88,38 @@ pub struct VerifyReport {
     /// Snapshots of the source that are not usable base backups (missing or malformed
     /// positions, another cluster).
     pub skipped: Vec<Id>,
+    /// Archived files whose stored content failed verification (only with
+    /// [`VerifyOptions::read_data`]); they count as missing in [`backups`](Self::backups).
+    pub damaged: Vec<DamagedWal>,
+    /// Whether every archived file was read back.
+    pub read_data: bool,
 }
 
 impl VerifyReport {
-    /// Every backup is continuous and none was skipped.
+    /// Every backup is continuous, none was skipped and no archived file is damaged.
     pub fn ok(&self) -> bool {
-        self.skipped.is_empty() && self.backups.iter().all(BackupVerdict::ok)
+        self.skipped.is_empty() && self.damaged.is_empty() && self.backups.iter().all(BackupVerdict::ok)
     }
 }
 
+/// An archived WAL file whose stored content failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedWal {
+    /// Its file name.
+    pub name: String,
+    /// What is wrong (unreadable record, blob failing authentication, wrong size or header).
+    pub problem: String,
+}
+
+/// How much [`pg_verify_with`] reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Read back and authenticate every archived file, not only the names.
+    pub read_data: bool,
+}
+
 /// Parse a timeline history file (`00000002.history`): lines `parentTLI<TAB>switchpoint<TAB>reason`;
-/// blank lines and `#` comments are skipped, as PostgreSQL does.
+/// blank lines and `#` comments are skipped, as PostgreSQL does. Timeline ids must increase.
 pub fn parse_history(text: &str) -> Result<Vec<(u32, Lsn)>, PgError> {
     let mut entries: Vec<(u32, Lsn)> = Vec::new();
     for line in text.lines() {
@@ -100,7 +131,10 @@ pub fn parse_history(text: &str) -> Result<Vec<(u32, Lsn)>, PgError> {
         let mut fields = line.split_whitespace();
         let tli: u32 = fields.next().and_then(|f| f.parse().ok()).filter(|t| *t != 0).ok_or_else(bad)?;
         let lsn: Lsn = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
-        if entries.last().is_some_and(|(t, l)| tli <= *t || lsn < *l) {
+        // Timelines only go up; switch points need not (a timeline that recovery followed but
+        // left before it began ends at an earlier point than its own start), as PostgreSQL's
+        // readTimeLineHistory accepts.
+        if entries.last().is_some_and(|(t, _)| tli <= *t) {
             return Err(PgError::wal(format!("timeline history out of order at line {line:?}")));
         }
         entries.push((tli, lsn));
@@ -114,7 +148,10 @@ pub fn parse_history(text: &str) -> Result<Vec<(u32, Lsn)>, PgError> {
 pub fn verify_plan(backups: &[BackupPoint], segments: &[String], histories: &Histories) -> VerifyReport {
     let mut sorted: Vec<&BackupPoint> = backups.iter().collect();
     sorted.sort_by_key(|b| (b.start_lsn, b.time, b.id));
-    VerifyReport { backups: sorted.into_iter().map(|b| verify_one(b, segments, histories)).collect(), skipped: vec![] }
+    VerifyReport {
+        backups: sorted.into_iter().map(|b| verify_one(b, segments, histories)).collect(),
+        ..VerifyReport::default()
+    }
 }
 
 fn verify_one(backup: &BackupPoint, names: &[String], histories: &Histories) -> BackupVerdict {
@@ -186,9 +223,21 @@ fn verify_one(backup: &BackupPoint, names: &[String], histories: &Histories) -> 
     }
 }
 
-/// Verify the WAL continuity of every base backup of `source` in `repo`. An error when the
-/// source has no base backup; gaps are in the report, not errors.
+/// Verify the WAL continuity of every base backup of `source` in `repo` from the archived names
+/// (see [`pg_verify_with`] to read the data too). An error when the source has no base backup;
+/// gaps are in the report, not errors.
 pub fn pg_verify(repo: &Repository, source: &str) -> Result<VerifyReport, PgError> {
+    pg_verify_with(repo, source, &VerifyOptions::default(), Arc::new(NoProgress))
+}
+
+/// [`pg_verify`], reading back and authenticating every archived file when
+/// `options.read_data` (in parallel; progress counts files).
+pub fn pg_verify_with(
+    repo: &Repository,
+    source: &str,
+    options: &VerifyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<VerifyReport, PgError> {
     archive::check_source(source)?;
     let cluster = archive::cluster_record(repo, source)?.ok_or_else(|| {
         PgError::target(format!("source {source:?} has no base backup or archived WAL in this repository"))
@@ -227,27 +276,199 @@ pub fn pg_verify(repo: &Repository, source: &str) -> Result<VerifyReport, PgErro
             "source {source:?} has no base backup; hint: take one with `pg backup` first"
         )));
     }
-    let names = archive::list_wal(repo, source)?;
+    let mut names = archive::list_wal(repo, source)?;
+    let histories = load_histories(repo, source, &names)?;
+    let mut damaged = Vec::new();
+    if options.read_data {
+        // Streamed partial segments have records of their own (`pg stream`): not read here.
+        let wanted: Vec<String> = names
+            .iter()
+            .filter(|n| classify_wal_file(n).is_ok_and(|c| c.kind != WalFileKind::StreamPartial))
+            .cloned()
+            .collect();
+        damaged = check_wal_files(repo, source, &cluster, &wanted, progress.as_ref())
+            .into_iter()
+            .filter_map(|c| c.problem.map(|problem| DamagedWal { name: c.name, problem }))
+            .collect();
+        names.retain(|n| !damaged.iter().any(|d| d.name == *n));
+    }
+    let mut report = verify_plan(&backups, &names, &histories);
+    report.skipped = skipped;
+    report.damaged = damaged;
+    report.read_data = options.read_data;
+    Ok(report)
+}
+
+/// Before a restore: read back every archived file recovery will fetch for `plan` (the segments
+/// from the backup's start on, on its timeline or later ones, and the history files) and refuse
+/// when one it needs is damaged. For a time target, segments after the first one stored after
+/// the target are not needed: a damaged one there is only a warning.
+pub(crate) fn check_restore_wal(
+    repo: &Repository,
+    source: &str,
+    cluster: &ClusterRecord,
+    names: &[String],
+    plan: &RestorePlan,
+    target: &RecoveryTarget,
+    progress: &dyn Progress,
+) -> Result<(), PgError> {
+    let size = cluster.wal_segment_size;
+    let (first, last) = plan.segments;
+    let segno = |class: &archive::WalFileName| {
+        let parsed = wal::parse_segment_file_name(class.segment.as_deref()?, size).ok()?;
+        Some(wal::segment_number(parsed.start, size))
+    };
+    let mut wanted = Vec::new();
+    let mut numbers = Vec::new();
+    for name in names {
+        let Ok(class) = classify_wal_file(name) else { continue };
+        let number = match class.kind {
+            WalFileKind::History => None,
+            WalFileKind::Segment if class.timeline >= plan.backup.timeline => match segno(&class) {
+                Some(n) if (first..=last).contains(&n) => Some(n),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        wanted.push(name.clone());
+        numbers.push(number);
+    }
+    progress.status(&format!("reading back the {} archived WAL file(s) recovery needs", wanted.len()));
+    let checked = check_wal_files(repo, source, cluster, &wanted, &NoProgress);
+    let needed_up_to = match target {
+        RecoveryTarget::Time(t) => checked
+            .iter()
+            .zip(&numbers)
+            .filter(|(c, _)| c.stored_at.is_some_and(|at| at > *t))
+            .filter_map(|(_, n)| *n)
+            .min(),
+        _ => None,
+    };
+    for (c, n) in checked.iter().zip(&numbers) {
+        let Some(problem) = &c.problem else { continue };
+        if n.zip(needed_up_to).is_some_and(|(n, bound)| n > bound) {
+            progress
+                .warn(&format!("archived WAL file {} is damaged ({problem}); this restore does not need it", c.name));
+            continue;
+        }
+        return Err(PgError::target(format!(
+            "archived WAL file {} is damaged: {problem}; recovery would stop there, before the target, so nothing was \
+             restored; hint: `tidemark pg verify --source {source} --read-data` lists every damaged file, `tidemark \
+             check --read-data` the damaged packs; restore to a point before it (a base backup taken after it needs \
+             none of the WAL before it)",
+            c.name
+        )));
+    }
+    Ok(())
+}
+
+/// Read and parse every history file among `names`.
+pub(crate) fn load_histories(repo: &Repository, source: &str, names: &[String]) -> Result<Histories, PgError> {
     let mut histories = Histories::new();
-    for name in &names {
+    for name in names {
         let Ok(class) = classify_wal_file(name) else { continue };
         if class.kind != WalFileKind::History {
             continue;
         }
-        let bytes = read_archived(repo, source, name)?;
+        let bytes = read_archived(repo, source, name, None)?;
         let entries = parse_history(&String::from_utf8_lossy(&bytes)).map_err(|e| e.with_context(name))?;
         histories.insert(class.timeline, entries);
     }
-    let mut report = verify_plan(&backups, &names, &histories);
-    report.skipped = skipped;
-    Ok(report)
+    Ok(histories)
 }
 
-/// The bytes of a small archived file (a history file), authenticated, with its size checked.
-fn read_archived(repo: &Repository, source: &str, name: &str) -> Result<Vec<u8>, PgError> {
+/// One archived file read back by [`check_wal_files`].
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedWal {
+    /// The file name.
+    pub name: String,
+    /// When its record says it was stored (unknown when the record is unreadable).
+    pub stored_at: Option<Timestamp>,
+    /// What is wrong with it, if anything.
+    pub problem: Option<String>,
+}
+
+/// Read back every file of `names` as archive-get would (record and blobs authenticated, size,
+/// a segment's header against `cluster` and its name), on several threads; one result per name,
+/// in the order given.
+pub(crate) fn check_wal_files(
+    repo: &Repository,
+    source: &str,
+    cluster: &ClusterRecord,
+    names: &[String],
+    progress: &dyn Progress,
+) -> Vec<CheckedWal> {
+    progress.set_total(0, names.len() as u64);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CheckedWal>>> = Mutex::new(vec![None; names.len()]);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { break };
+                    let checked = check_one(repo, source, cluster, name);
+                    progress.inc(0, 1);
+                    if let Ok(mut slots) = results.lock()
+                        && let Some(slot) = slots.get_mut(i)
+                    {
+                        *slot = Some(checked);
+                    }
+                }
+            });
+        }
+    });
+    let slots = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    slots
+        .into_iter()
+        .zip(names)
+        .map(|(slot, name)| {
+            slot.unwrap_or_else(|| CheckedWal {
+                name: name.clone(),
+                stored_at: None,
+                problem: Some("not checked (a worker failed)".to_owned()),
+            })
+        })
+        .collect()
+}
+
+fn check_one(repo: &Repository, source: &str, cluster: &ClusterRecord, name: &str) -> CheckedWal {
+    let record = match archive::get_record(repo, source, name) {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            return CheckedWal {
+                name: name.to_owned(),
+                stored_at: None,
+                problem: Some("listed, but its record is gone".to_owned()),
+            };
+        }
+        Err(e) => return CheckedWal { name: name.to_owned(), stored_at: None, problem: Some(e.to_string()) },
+    };
+    let problem = record_bytes(repo, &record, Some(cluster)).err().map(|e| e.to_string());
+    CheckedWal { name: name.to_owned(), stored_at: Some(record.stored_at), problem }
+}
+
+/// The bytes of an archived file, authenticated, with its size checked, and for segments (when
+/// `cluster` is given) the page header against the cluster and the file name.
+fn read_archived(
+    repo: &Repository,
+    source: &str,
+    name: &str,
+    cluster: Option<&ClusterRecord>,
+) -> Result<Vec<u8>, PgError> {
     let record = archive::get_record(repo, source, name)?
         .ok_or_else(|| PgError::protocol(format!("{name} was listed but has no record")))?;
-    let mut bytes = Vec::new();
+    record_bytes(repo, &record, cluster)
+}
+
+fn record_bytes(
+    repo: &Repository,
+    record: &archive::WalRecord,
+    cluster: Option<&ClusterRecord>,
+) -> Result<Vec<u8>, PgError> {
+    let name = &record.name;
+    let mut bytes = Vec::with_capacity(usize::try_from(record.size).unwrap_or(0).min(1 << 30));
     for id in &record.content {
         let data = repo
             .read_blob(BlobType::Data, id)
@@ -260,6 +481,14 @@ fn read_archived(repo: &Repository, source: &str, name: &str) -> Result<Vec<u8>,
             bytes.len(),
             record.size
         )));
+    }
+    if let Some(cluster) = cluster
+        && let Ok(class) = classify_wal_file(name)
+        && let (WalFileKind::Segment | WalFileKind::Partial, Some(segment)) = (class.kind, &class.segment)
+    {
+        WalSegmentHeader::parse(&bytes)
+            .and_then(|h| h.check_named(&cluster.expected()?, segment))
+            .map_err(|e| e.with_context(&format!("{name} in the repository")))?;
     }
     Ok(bytes)
 }
@@ -375,9 +604,13 @@ mod tests {
 
     #[test]
     fn history_parsing_refuses_garbage() {
-        for bad in ["x\t0/1\treason", "1\tnope", "0\t0/1", "2\t0/5\n1\t0/6"] {
+        for bad in ["x\t0/1\treason", "1\tnope", "0\t0/1", "2\t0/5\n1\t0/6", "1\t0/5\n1\t0/6"] {
             assert!(parse_history(bad).is_err(), "{bad:?}");
         }
+        // Seen from PostgreSQL 15: recovery followed timeline 3 but stopped (and promoted) before
+        // timeline 3 began, so timeline 3 ends before its own start.
+        let real = "1\t0/3000148\tr\n2\t0/30A0000\tr\n3\t0/3001E90\tbefore 2026-11-23 16:31:09.958942+00\n";
+        assert_eq!(parse_history(real).unwrap().len(), 3);
         assert_eq!(parse_history("").unwrap(), vec![]);
         assert_eq!(
             parse_history("1\t0/3000000\tr\n2\t1/20\tr\n").unwrap(),

@@ -39,9 +39,52 @@ pub struct S3Config {
     pub request_timeout: Duration,
     /// Time limit to establish a connection. Default 10 seconds.
     pub connect_timeout: Duration,
+    /// S3 Object Lock retention for every object written with `put` (URL options `lock_days`
+    /// and `lock_mode`); `None` writes objects without retention.
+    pub object_lock: Option<ObjectLock>,
+    /// A file where what is known of the retention of objects (a lower bound of each one's
+    /// retain-until date) is kept between processes, so that backups do not ask the server about
+    /// every pack each time. Used in compliance mode only, where retention can never shrink.
+    /// Not part of the URL; `None` keeps it in memory only.
+    pub retention_cache: Option<std::path::PathBuf>,
 }
 
-const URL_FORM: &str = "s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&path_style=true]";
+/// Object Lock retention that [`S3Storage`](crate::S3Storage) puts on each object it creates.
+///
+/// The bucket must have been created with Object Lock enabled (which turns on versioning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Governance or compliance.
+    pub mode: LockMode,
+    /// Days each new object stays locked; the repository extends it on data still in use.
+    pub days: u32,
+}
+
+/// S3 Object Lock retention modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockMode {
+    /// Nobody can delete a locked version or shorten its retention before it ends, not even the
+    /// account's root user. The default: it is the only mode a stolen credential with broad
+    /// permissions (such as `s3:*`, which includes `s3:BypassGovernanceRetention`) cannot undo.
+    #[default]
+    Compliance,
+    /// A credential with `s3:BypassGovernanceRetention` may delete or shorten: for trials, and
+    /// where an administrator must be able to undo a retention set too long.
+    Governance,
+}
+
+impl LockMode {
+    /// `COMPLIANCE` or `GOVERNANCE`, as S3 spells it.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+const URL_FORM: &str =
+    "s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION&path_style=true&lock_days=N&lock_mode=compliance|governance]";
 
 impl S3Config {
     /// A configuration for `bucket`, the rest from the environment.
@@ -53,8 +96,9 @@ impl S3Config {
     /// from the environment.
     ///
     /// Query parameters: `endpoint` (an `http://` or `https://` URL), `region`, `path_style` and
-    /// `allow_anonymous` (`true`/`false`/`1`/`0`). Anything else is an error, as are credentials
-    /// in the URL.
+    /// `allow_anonymous` (`true`/`false`/`1`/`0`), and for S3 Object Lock `lock_days` (1 to 36500)
+    /// with an optional `lock_mode` (`compliance`, the default, or `governance`). Anything else
+    /// is an error, as are credentials in the URL.
     ///
     /// ```
     /// let c = tidemark_storage_s3::S3Config::from_url(
@@ -67,6 +111,13 @@ impl S3Config {
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_url_with_env(url, |name| std::env::var(name).ok())
+    }
+
+    /// [`from_url`](Self::from_url) with `env` in place of the process environment: it is asked
+    /// for `AWS_ACCESS_KEY_ID` and the other standard names, so that a caller can give one
+    /// repository its own variables (`TIDEMARK_TO_ACCESS_KEY_ID` for a copy target, say).
+    pub fn from_url_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Self::parse_url(text, env)
     }
 
     /// Set explicit credentials (replacing any from the environment).
@@ -97,6 +148,12 @@ impl S3Config {
         if self.allow_anonymous {
             query.push("allow_anonymous=true".to_owned());
         }
+        if let Some(lock) = self.object_lock {
+            query.push(format!("lock_days={}", lock.days));
+            if lock.mode != LockMode::default() {
+                query.push(format!("lock_mode={}", lock.mode.as_s3().to_ascii_lowercase()));
+            }
+        }
         if !query.is_empty() {
             url = format!("{url}?{}", query.join("&"));
         }
@@ -117,10 +174,12 @@ impl S3Config {
             allow_anonymous: false,
             request_timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(10),
+            object_lock: None,
+            retention_cache: None,
         }
     }
 
-    pub(crate) fn from_url_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn parse_url(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let bad = |why: &str| {
             StorageError::new(ErrorKind::Permanent, format!("invalid S3 URL {text:?}: {why}; expected {URL_FORM}"))
         };
@@ -150,6 +209,7 @@ impl S3Config {
         }
         let mut config = Self::with_env(bucket.to_owned(), env);
         config.prefix = prefix.to_owned();
+        let (mut lock_days, mut lock_mode) = (None, None);
         for (name, value) in url.query_pairs() {
             let flag = || match value.as_ref() {
                 "true" | "1" => Ok(true),
@@ -168,12 +228,31 @@ impl S3Config {
                 "region" if !value.is_empty() => config.region = Some(value.into_owned()),
                 "path_style" => config.path_style = flag()?,
                 "allow_anonymous" => config.allow_anonymous = flag()?,
+                "lock_days" => match value.parse::<u32>() {
+                    Ok(days @ 1..=36_500) => lock_days = Some(days),
+                    _ => {
+                        return Err(bad(&format!("lock_days must be a number of days from 1 to 36500, not {value:?}")));
+                    }
+                },
+                "lock_mode" => match value.to_ascii_lowercase().as_str() {
+                    "compliance" => lock_mode = Some(LockMode::Compliance),
+                    "governance" => lock_mode = Some(LockMode::Governance),
+                    _ => return Err(bad(&format!("lock_mode must be compliance or governance, not {value:?}"))),
+                },
                 _ => {
                     return Err(bad(&format!(
-                        "unknown parameter {name:?} (known: endpoint, region, path_style, allow_anonymous)"
+                        "unknown parameter {name:?} (known: endpoint, region, path_style, allow_anonymous, lock_days, lock_mode)"
                     )));
                 }
             }
+        }
+        config.object_lock = match (lock_days, lock_mode) {
+            (Some(days), mode) => Some(ObjectLock { mode: mode.unwrap_or_default(), days }),
+            (None, Some(_)) => return Err(bad("lock_mode needs lock_days")),
+            (None, None) => None,
+        };
+        if config.object_lock.is_some() && config.allow_anonymous {
+            return Err(bad("Object Lock (lock_days) needs credentials; it cannot be used with allow_anonymous"));
         }
         Ok(config)
     }
@@ -206,6 +285,8 @@ impl fmt::Debug for S3Config {
             .field("allow_anonymous", &self.allow_anonymous)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("object_lock", &self.object_lock)
+            .field("retention_cache", &self.retention_cache)
             .finish()
     }
 }
@@ -233,6 +314,17 @@ mod tests {
         assert_eq!(c.access_key_id, None);
         assert_eq!(c.url(), "s3://bkt/a/b?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true");
         assert_eq!(S3Config::from_url_with_env(&c.url(), no_env).unwrap(), c);
+    }
+
+    #[test]
+    fn object_lock_options_round_trip() {
+        let c = S3Config::from_url_with_env("s3://bkt/p?lock_days=30", no_env).unwrap();
+        assert_eq!(c.object_lock, Some(ObjectLock { mode: LockMode::Compliance, days: 30 }));
+        assert_eq!(c.url(), "s3://bkt/p?lock_days=30");
+        let c = S3Config::from_url_with_env("s3://bkt/p?lock_days=7&lock_mode=GOVERNANCE", no_env).unwrap();
+        assert_eq!(c.object_lock, Some(ObjectLock { mode: LockMode::Governance, days: 7 }));
+        assert_eq!(S3Config::from_url_with_env(&c.url(), no_env).unwrap(), c);
+        assert_eq!(S3Config::from_url_with_env("s3://bkt", no_env).unwrap().object_lock, None);
     }
 
     #[test]
@@ -269,6 +361,11 @@ mod tests {
             ("s3://bkt?endpoint=localhost:9000", "endpoint"),
             ("s3://bkt?path_style=yes", "path_style"),
             ("s3://bkt?bucket=x", "unknown parameter"),
+            ("s3://bkt?lock_days=0", "lock_days"),
+            ("s3://bkt?lock_days=ten", "lock_days"),
+            ("s3://bkt?lock_mode=governance", "needs lock_days"),
+            ("s3://bkt?lock_days=3&lock_mode=legal", "lock_mode"),
+            ("s3://bkt?lock_days=3&allow_anonymous=true", "credentials"),
         ] {
             let err = S3Config::from_url_with_env(url, no_env).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Permanent);

@@ -10,6 +10,12 @@
 //!   (and buckets with Object Lock, which demand a checksum, accept it). Uploads are single
 //!   `PutObject` requests (up to 5 GiB), never multipart, which OpenDAL cannot combine with MD5.
 //! - `list` pages through `ListObjectsV2` and fails as a whole if any page fails.
+//! - With `lock_days` in the URL ([`ObjectLock`]), every object written with `put` carries S3
+//!   Object Lock retention (`x-amz-object-lock-mode` and `-retain-until-date`, signed with the
+//!   request), except lock files (`locks/`, also written with `put_overwrite`), which must stay
+//!   deletable. `delete` then removes every version of the key, which the server refuses for a
+//!   version still retained. [`S3Storage`] implements [`tidemark_storage::Retention`] so that the
+//!   repository can extend retention on data still in use and plan prune around it.
 //! - Errors are classified for [`RetryStorage`](tidemark_storage::RetryStorage): connection
 //!   failures, timeouts, 5xx and throttling are [`ErrorKind::Transient`]. This crate does not
 //!   retry by itself; wrap it in `RetryStorage`.
@@ -33,20 +39,22 @@
 
 mod config;
 mod error;
+mod object_lock;
 
 use std::fmt;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime};
 
-use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::options::{DeleteOptions, ListOptions, ReadOptions, WriteOptions};
 use opendal::{Buffer, EntryMode, HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
-use tidemark_storage::{Entry, ErrorKind, Result, Storage, StorageError, check_key};
+use tidemark_storage::{Entry, ErrorKind, Result, Retention, Storage, StorageError, check_key};
 
-pub use config::S3Config;
+pub use config::{LockMode, ObjectLock, S3Config};
 use error::from_opendal;
+use object_lock::LockClient;
 
 /// A [`Storage`] in an S3 bucket under a key prefix; see the [crate docs](crate).
 pub struct S3Storage {
@@ -54,6 +62,7 @@ pub struct S3Storage {
     runtime: Option<tokio::runtime::Runtime>,
     location: String,
     request_timeout: Duration,
+    lock: Option<Arc<LockClient>>,
 }
 
 impl fmt::Debug for S3Storage {
@@ -66,6 +75,10 @@ impl fmt::Debug for S3Storage {
 /// credentials, Content-MD5 on every PutObject, and a reqwest transport with the connect timeout.
 /// Shared by this backend and by sources that read buckets, so both connect the same way.
 pub fn operator(config: &S3Config) -> Result<Operator> {
+    operator_and_transport(config).map(|(op, _)| op)
+}
+
+fn operator_and_transport(config: &S3Config) -> Result<(Operator, HttpTransporter)> {
     let location = config.location();
     let setup = |what: &str, err: &dyn fmt::Display| {
         StorageError::new(ErrorKind::Permanent, format!("cannot set up S3 storage {location}: {what}: {err}"))
@@ -113,9 +126,9 @@ pub fn operator(config: &S3Config) -> Result<Operator> {
     }
     let op = Operator::new(builder).map_err(|e| setup("configuration", &e))?;
     let transport = HttpTransporter::new(ReqwestTransport::new(client));
-    let context = op.context().with_http_transport(transport);
+    let context = op.context().with_http_transport(transport.clone());
     let op = op.with_context(context);
-    Ok(op)
+    Ok((op, transport))
 }
 
 impl S3Storage {
@@ -123,7 +136,11 @@ impl S3Storage {
     /// shows up as that operation's error.
     pub fn new(config: S3Config) -> Result<Self> {
         let location = config.location();
-        let op = operator(&config)?;
+        let (op, transport) = operator_and_transport(&config)?;
+        let lock = match config.object_lock {
+            Some(lock) => Some(Arc::new(LockClient::new(&config, lock, transport)?)),
+            None => None,
+        };
         let setup = |what: &str, err: &dyn fmt::Display| {
             StorageError::new(ErrorKind::Permanent, format!("cannot set up S3 storage {location}: {what}: {err}"))
         };
@@ -134,7 +151,110 @@ impl S3Storage {
             .enable_all()
             .build()
             .map_err(|e| setup("runtime", &e))?;
-        Ok(S3Storage { op, runtime: Some(runtime), location, request_timeout: config.request_timeout })
+        Ok(S3Storage { op, runtime: Some(runtime), location, request_timeout: config.request_timeout, lock })
+    }
+
+    /// The Object Lock retention this storage writes, if any.
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        self.lock.as_ref().map(|l| l.lock)
+    }
+
+    /// Run a request of the Object Lock client on the private runtime and wait for it.
+    fn run_lock<T, F>(&self, action: &str, key: &str, make: impl FnOnce(Arc<LockClient>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (Some(runtime), Some(lock)) = (self.runtime.as_ref(), self.lock.as_ref()) else {
+            return Err(keyed(StorageError::new(ErrorKind::Permanent, "S3 storage is shut down or unlocked"), key));
+        };
+        let future = make(lock.clone());
+        let timeout = self.request_timeout;
+        let (tx, rx) = mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = tx.send(tokio::time::timeout(timeout, future).await);
+        });
+        let transient = |what: String| keyed(StorageError::new(ErrorKind::Transient, what), key);
+        match rx.recv() {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => {
+                Err(transient(format!("S3 {action} at {} timed out after {timeout:?}", self.location)))
+            }
+            Err(_) => {
+                Err(transient(format!("S3 {action} at {}: the request task ended without an answer", self.location)))
+            }
+        }
+    }
+
+    /// A retention request, tried up to three times while it fails transiently (the retry layer
+    /// wraps the `Storage` calls, not these).
+    fn retry_lock<T, F>(&self, action: &str, key: &str, make: impl Fn(Arc<LockClient>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.run_lock(action, key, &make) {
+                Err(err) if err.is_transient() && attempt < 2 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Delete every version of `key` (and its delete markers): what `delete` means on a bucket
+    /// with Object Lock, where a plain delete only hides the object. The server refuses versions
+    /// that are still retained; nothing else of the key is deleted then.
+    fn delete_versions(&self, key: &str) -> Result<()> {
+        let path = key.to_owned();
+        let listed = self.run("list versions", key, move |op| async move {
+            op.list_options(&path, ListOptions { recursive: true, versions: true, deleted: true, ..Default::default() })
+                .await
+        })?;
+        let mut versions: Vec<(bool, String)> = listed
+            .iter()
+            .filter(|e| e.path() == key)
+            .filter_map(|e| e.metadata().version().map(|v| (e.metadata().is_deleted(), v.to_owned())))
+            .collect();
+        if versions.is_empty() {
+            let path = key.to_owned();
+            return match self.run("delete", key, move |op| async move { op.delete(&path).await }) {
+                Err(err) if err.is_not_found() => Ok(()),
+                other => other,
+            };
+        }
+        // Data versions first: when one is refused, the delete markers still hide nothing.
+        versions.sort();
+        for (_, version) in versions {
+            let path = key.to_owned();
+            let options = DeleteOptions { version: Some(version.clone()), ..Default::default() };
+            let result =
+                self.run("delete version", key, move |op| async move { op.delete_options(&path, options).await });
+            match result {
+                Ok(()) => {}
+                Err(err) if err.is_not_found() => {}
+                Err(err) if err.kind() == ErrorKind::PermissionDenied => {
+                    return Err(StorageError::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "S3 refused to delete version {version} at {}: it is under Object Lock retention \
+                             (or the credential lacks s3:DeleteObjectVersion); prune skips retained objects",
+                            self.location
+                        ),
+                    )
+                    .with_key(key)
+                    .with_source(err));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if let Some(lock) = &self.lock {
+            lock.forget(key);
+        }
+        Ok(())
     }
 
     /// [`S3Config::from_url`] then [`new`](Self::new).
@@ -188,12 +308,18 @@ impl S3Storage {
     }
 }
 
+/// Keys under this prefix are lock files: created, refreshed in place and deleted, never retained.
+const LOCKS: &str = "locks/";
+
 fn keyed(err: StorageError, key: &str) -> StorageError {
     if key.is_empty() { err } else { err.with_key(key) }
 }
 
 impl Drop for S3Storage {
     fn drop(&mut self) {
+        if let Some(lock) = &self.lock {
+            lock.save_cache();
+        }
         // Dropping a runtime blocks, which panics inside another runtime; this does not block.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -274,6 +400,11 @@ impl Storage for S3Storage {
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         check_key(key)?;
+        // Lock files (`locks/`, the one prefix the trait lets change) must stay deletable.
+        if self.lock.is_some() && !key.starts_with(LOCKS) {
+            let (path, body) = (key.to_owned(), data.to_vec());
+            return self.run_lock("create", key, move |lock| async move { lock.put_locked(&path, body).await });
+        }
         let path = key.to_owned();
         let body = Buffer::from(data.to_vec());
         self.run("create", key, move |op| async move {
@@ -289,12 +420,68 @@ impl Storage for S3Storage {
         self.run("write", key, move |op| async move { op.write(&path, body).await }).map(drop)
     }
 
+    fn retention(&self) -> Option<&dyn Retention> {
+        if self.lock.is_some() { Some(self) } else { None }
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
+        if self.lock.is_some() {
+            return self.delete_versions(key);
+        }
         let path = key.to_owned();
         match self.run("delete", key, move |op| async move { op.delete(&path).await }) {
             Err(err) if err.is_not_found() => Ok(()),
             other => other,
+        }
+    }
+}
+
+impl Retention for S3Storage {
+    fn period(&self) -> Duration {
+        self.lock.as_ref().map_or(Duration::ZERO, |l| l.period())
+    }
+
+    /// What is known of `key` from this process's own writes and reads, else a `HeadObject`.
+    fn retained_until(&self, key: &str) -> Result<Option<SystemTime>> {
+        check_key(key)?;
+        if let Some(known) = self.lock.as_ref().and_then(|l| l.known(key)) {
+            return Ok((known > SystemTime::now()).then_some(known));
+        }
+        let path = key.to_owned();
+        self.retry_lock("read retention", key, |lock| {
+            let path = path.clone();
+            async move { lock.retained_until(&path).await }
+        })
+    }
+
+    /// A `PutObjectRetention` unless `key` is known to be retained until `until` already. When
+    /// the server refuses (another process extended it further meanwhile), the retention is read
+    /// back and accepted if it reaches `until`.
+    fn extend(&self, key: &str, until: SystemTime) -> Result<()> {
+        check_key(key)?;
+        let known = match self.lock.as_ref().and_then(|l| l.known(key)) {
+            Some(known) => Some(known),
+            None => self.retained_until(key)?,
+        };
+        if known.is_some_and(|k| k >= until) {
+            return Ok(());
+        }
+        let path = key.to_owned();
+        let result = self.retry_lock("extend retention", key, |lock| {
+            let path = path.clone();
+            async move { lock.put_retention(&path, until).await }
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let path = key.to_owned();
+                let now = self.retry_lock("read retention", key, |lock| {
+                    let path = path.clone();
+                    async move { lock.retained_until(&path).await }
+                })?;
+                if now.is_some_and(|n| n >= until) { Ok(()) } else { Err(err) }
+            }
         }
     }
 }

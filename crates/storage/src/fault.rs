@@ -304,6 +304,10 @@ impl<S: Storage> Storage for FaultStorage<S> {
     fn delete(&self, key: &str) -> Result<()> {
         self.call(Op::Delete, key, || self.inner.delete(key))
     }
+
+    fn retention(&self) -> Option<&dyn crate::Retention> {
+        self.inner.retention()
+    }
 }
 
 #[cfg(test)]

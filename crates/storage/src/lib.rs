@@ -22,6 +22,7 @@ mod error;
 pub mod fault;
 mod local;
 mod memory;
+mod retention;
 mod retry;
 
 use std::ops::Range;
@@ -29,6 +30,7 @@ use std::ops::Range;
 pub use error::{ErrorKind, StorageError};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use retention::{Retention, renewal_margin};
 pub use retry::RetryStorage;
 
 /// Result of storage operations.
@@ -116,6 +118,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Delete an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> Result<()>;
+
+    /// The retention this storage enforces on objects written with `put`, if any (S3 Object
+    /// Lock); layers pass their inner storage's through.
+    fn retention(&self) -> Option<&dyn Retention> {
+        None
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
@@ -143,6 +151,9 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key)
     }
+    fn retention(&self) -> Option<&dyn Retention> {
+        (**self).retention()
+    }
 }
 
 impl<S: Storage + ?Sized> Storage for Box<S> {
@@ -169,5 +180,8 @@ impl<S: Storage + ?Sized> Storage for Box<S> {
     }
     fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key)
+    }
+    fn retention(&self) -> Option<&dyn Retention> {
+        (**self).retention()
     }
 }

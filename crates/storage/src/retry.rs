@@ -146,6 +146,10 @@ impl<S: Storage> Storage for RetryStorage<S> {
     fn delete(&self, key: &str) -> Result<()> {
         self.run(Some(key), || self.inner.delete(key))
     }
+
+    fn retention(&self) -> Option<&dyn crate::Retention> {
+        self.inner.retention()
+    }
 }
 
 #[cfg(test)]

@@ -17,15 +17,15 @@ use crate::util::{Env, Run, execute};
 const SOURCE: &str = "db";
 
 /// A repository with a key-file credential, in a directory the `postgres` user owns.
-struct PgEnv {
-    env: Env,
-    repo: String,
-    key_file: String,
-    as_postgres: bool,
+pub(crate) struct PgEnv {
+    pub(crate) env: Env,
+    pub(crate) repo: String,
+    pub(crate) key_file: String,
+    pub(crate) as_postgres: bool,
 }
 
 impl PgEnv {
-    fn new() -> PgEnv {
+    pub(crate) fn new() -> PgEnv {
         let env = Env::new();
         let as_postgres = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
             && Command::new("id").arg("postgres").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
@@ -47,7 +47,7 @@ impl PgEnv {
     }
 
     /// Run tidemark as the server's user with `-r REPO --key-file KEY` and `args`.
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, false)
     }
 
@@ -80,7 +80,7 @@ impl PgEnv {
         execute(cmd)
     }
 
-    fn ok(&self, args: &[&str]) -> Run {
+    pub(crate) fn ok(&self, args: &[&str]) -> Run {
         self.run(args).expect(0)
     }
 }
@@ -101,7 +101,7 @@ fn switch_and_wait(pg: &PgCluster) {
     }
 }
 
-fn wait_promoted(pg: &PgCluster) {
+pub(crate) fn wait_promoted(pg: &PgCluster) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while pg.psql("SELECT pg_is_in_recovery()").unwrap() != "f" {
         assert!(Instant::now() < deadline, "recovery did not finish: {}", fs::read_to_string(pg.log_path()).unwrap());
@@ -109,7 +109,7 @@ fn wait_promoted(pg: &PgCluster) {
     }
 }
 
-fn range(a: u32, b: u32) -> String {
+pub(crate) fn range(a: u32, b: u32) -> String {
     (a..=b).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
