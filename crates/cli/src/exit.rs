@@ -16,10 +16,16 @@
 //! unreachable storage, into it ([`Status::WalPushFailed`], [`Status::WalNotFound`],
 //! [`Status::WalGetFailed`]):
 //!
-//! | command | 0 | 1 | 2 |
-//! |---|---|---|---|
-//! | `pg archive-push` | stored, or already stored with identical bytes | any error (PostgreSQL retries) | usage error |
-//! | `pg archive-get` | found and written | not in the repository | any error, or usage error |
+//! | command | 0 | 1 | 2 | 126 |
+//! |---|---|---|---|---|
+//! | `pg archive-push` | stored, or already stored with identical bytes | any error (PostgreSQL retries) | usage error | never |
+//! | `pg archive-get` | found and written | not in the repository | usage error | any other error |
+//!
+//! archive-push stays below 126 so that PostgreSQL keeps its archiver running and retries.
+//! archive-get goes above 125 on purpose: PostgreSQL takes any code up to 125 as "no such file",
+//! the end of the archive, and would finish recovery early and open the cluster at an earlier
+//! point than asked, silently. Code 126 makes it abort recovery instead; started again once the
+//! repository is reachable, it resumes where it stopped.
 //!
 //! Errors print as `Fatal: <message>` on stderr, followed by `hint: <what to do>` when there is a
 //! hint; never a panic or a backtrace. The same table is in docs/CLI.md.
@@ -46,8 +52,9 @@ pub const NO_REPOSITORY: u8 = 10;
 pub const LOCKED: u8 = 11;
 /// Wrong password or key file.
 pub const WRONG_PASSWORD: u8 = 12;
-/// `pg archive-get` failed (PostgreSQL's restore_command convention; also the usage code).
-pub const WAL_GET_ERROR: u8 = 2;
+/// `pg archive-get` failed for a reason other than the file's absence: above 125, so that
+/// PostgreSQL aborts recovery rather than ending it early at an earlier point than asked.
+pub const WAL_GET_ERROR: u8 = 126;
 
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +229,7 @@ pub fn print(err: &anyhow::Error) {
 }
 
 /// The status of `pg archive-push` (`get == false`) or `pg archive-get` after `err`, printed:
-/// never a code above 125, never 10-12 (see the table above).
+/// never 10-12; above 125 only for archive-get (see the table above).
 pub fn wal_failure(err: &anyhow::Error, get: bool) -> Status {
     print(err);
     if get { Status::WalGetFailed } else { Status::WalPushFailed }
@@ -279,10 +286,10 @@ mod tests {
     }
 
     #[test]
-    fn wal_commands_stay_below_125_whatever_the_error() {
+    fn archive_push_stays_below_126_and_archive_get_aborts_recovery_on_errors() {
         let wrong = anyhow::Error::new(RepoError::WrongPassword("/r".into()));
         assert_eq!(wal_failure(&wrong, false).code(), 1);
-        assert_eq!(wal_failure(&wrong, true).code(), 2);
+        assert!(wal_failure(&wrong, true).code() > 125, "PostgreSQL must abort recovery, not end it");
         let none = anyhow::Error::new(RepoError::NoRepository("/r".into()));
         assert_eq!(wal_failure(&none, false).code(), 1);
         assert_eq!(Status::WalNotFound.code(), 1);

@@ -83,7 +83,9 @@ fn get(global: &Global, args: &PgArchiveGetArgs) -> Result<bool> {
     if let Some(Fetched::StreamPartial { end }) = fetched {
         // Never silently: PostgreSQL logs this.
         eprintln!(
-            "tidemark pg archive-get: {}: no complete segment in the repository; wrote the newest partial segment              `pg stream` stored (WAL up to {end}, zeros after it): recovery ends there unless more WAL arrives",
+            "tidemark pg archive-get: {}: no complete segment in the repository; wrote the newest partial \
+             segment `pg stream` stored (WAL up to {end}, zeros after it): recovery ends there unless more \
+             WAL arrives",
             args.file
         );
     }

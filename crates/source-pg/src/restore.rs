@@ -309,6 +309,16 @@ pub fn pg_restore(
         // replace those directories with links to the original locations.
         let _ = fs::remove_file(options.target_dir.join("tablespace_map"));
     }
+    // A base backup taken from a standby holds its standby.signal; restored with it, the cluster
+    // would wait for a primary forever instead of recovering to the target and opening.
+    let standby_signal = options.target_dir.join("standby.signal");
+    if standby_signal.exists() {
+        fs::remove_file(&standby_signal).map_err(|e| PgError::local("removing standby.signal", e))?;
+        progress.warn(
+            "the base backup was taken from a standby: removed its standby.signal so that the restored \
+             cluster recovers to the target instead of waiting for a primary",
+        );
+    }
     let recovery_settings = recovery_settings(options);
     let mut conf = String::from("\n# Recovery settings written by tidemark pg restore\n");
     for line in &recovery_settings {

@@ -391,8 +391,9 @@ fn streaming_follows_a_promotion_onto_the_new_timeline() {
     });
 
     let repo = repo_on(Arc::new(MemoryStorage::new()));
-    // (A base backup of the standby would restore as a standby: it holds standby.signal.)
-    pg_backup(&repo, &backup_options(&primary), Arc::new(NoProgress)).unwrap();
+    // The base backup comes from the standby: it holds standby.signal, which pg restore must drop
+    // (or the restored cluster would wait for a primary instead of opening).
+    pg_backup(&repo, &backup_options(&standby), Arc::new(NoProgress)).unwrap();
     let stream = Streamer::start(
         &repo,
         PgStreamOptions { slot: Some("tm_promote".into()), ..PgStreamOptions::new(SOURCE, standby.connstr()) },
