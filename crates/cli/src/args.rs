@@ -93,6 +93,18 @@ pub enum Command {
     /// point-in-time restores.
     #[command(subcommand)]
     Pg(PgCommand),
+    /// The service's configuration file (tidemark.toml): `config check --config FILE`.
+    #[command(subcommand)]
+    Config(crate::service::ConfigCommand),
+    /// The live policy of every source of a service config, measured from its repositories and
+    /// the service's catalog.
+    Policy(crate::service::ConfigArgs),
+    /// The service API's bearer tokens: `token create --config FILE --name N --role R`.
+    #[command(subcommand)]
+    Token(crate::service::TokenCommand),
+    /// Run the service daemon: scheduled backups, retention, off-site copies, restore drills,
+    /// notifications, the HTTP API and the dashboard.
+    Serve(crate::service::ConfigArgs),
 }
 
 /// `init`.

@@ -19,6 +19,7 @@ mod pg;
 mod progress;
 mod restore;
 mod serve_repo;
+mod service;
 mod snapshots;
 mod watch;
 
@@ -75,6 +76,10 @@ fn run(cli: &Cli) -> Result<Status> {
         }
         Command::Demo(args) => demo::run(g, args, &out),
         Command::Pg(command) => pg::run(g, command, &out),
+        Command::Config(command) => service::run_config(command, &out),
+        Command::Policy(args) => service::run_policy(args, &out),
+        Command::Token(command) => service::run_token(command, &out),
+        Command::Serve(args) => service::run_serve(args, &out),
     }
 }
 

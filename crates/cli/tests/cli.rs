@@ -27,6 +27,8 @@ mod pg_stream;
 mod round_trip;
 #[path = "cli/serve.rs"]
 mod serve;
+#[path = "cli/service.rs"]
+mod service;
 
 use std::fs;
 use std::path::Path;

@@ -329,4 +329,30 @@ fn archive_push_while_the_repository_server_is_down_loses_nothing() {
     pge.ok(&["pg", "restore", "--source", SOURCE, "--target-dir", &pge.env.arg("pg/restored")]);
     let restored = start_restored(&pge, "restored", false);
     assert_eq!(ids(&restored), range(1, 40));
+    drop(restored);
+
+    // Damage that appears after pg restore checked the WAL: the newest segment's record is
+    // altered while the restored cluster has not started yet. archive-get must make PostgreSQL
+    // abort recovery (exit 126), never let it take the damage for the end of the archive and
+    // open at an earlier point (rows 1-30) as if all were well.
+    pge.ok(&["pg", "restore", "--source", SOURCE, "--target-dir", &pge.env.arg("pg/aborted")]);
+    let record = std::path::Path::new(&served).join("named").join(format!("wal.{SOURCE}")).join(&last);
+    let mut bytes = fs::read(&record).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(&record, &bytes).unwrap();
+    let aborted = pge.env.path("pg/aborted");
+    let conf = aborted.join("postgresql.auto.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    // No connections before the end of recovery: the server must not look started before it dies.
+    text.push_str("archive_mode = off\nhot_standby = off\n");
+    fs::write(&conf, text).unwrap();
+    match PgCluster::start_existing(&aborted, Auth::Trust) {
+        // PostgreSQL names a code above 125 "command not executable" and stops the startup process.
+        Err(e) => assert!(
+            e.to_string().contains("could not restore file") && e.to_string().contains("command not executable"),
+            "{e}"
+        ),
+        Ok(opened) => panic!("recovery opened the cluster despite a damaged segment: rows {}", ids(&opened)),
+    }
 }

@@ -1,0 +1,13 @@
+//! The daemon end to end on real repositories: the scheduler against a manual clock (time zones,
+//! DST, windows, catch-up after downtime, overrun, leases shared by two daemons), crash recovery,
+//! real backup jobs with retention and off-site copies, restore drills (and a corrupt pack that
+//! fails one), webhooks received by a real HTTP listener, and the `Control` answers.
+
+mod support;
+
+#[path = "service/jobs.rs"]
+mod jobs;
+#[path = "service/postgres.rs"]
+mod postgres;
+#[path = "service/scheduler.rs"]
+mod scheduler;
