@@ -2,7 +2,8 @@
 # Where the time of one `tidemark pg archive-push` goes: a 16 MiB WAL segment pushed through the
 # CLI, each a new process as under archive_command, with a key file against a password (Argon2id
 # per process), the repository opened alone, and the push latency as the repository grows (every
-# push adds a pack and an index file, and every push loads the whole index and lists the packs).
+# push adds a pack and an index file; until November 2026 every push also loaded the whole index
+# and listed the packs, so each push was slower than the one before).
 #
 #   bench/pg-push-latency.sh                       # as root; needs PostgreSQL 15 and python3
 #   BENCH_WAL_SEGMENTS=32 BENCH_GROW=1000 TIDEMARK_BIN=target/release/tidemark bench/pg-push-latency.sh
@@ -66,8 +67,14 @@ for n in range(0x100, 0x100 + GROW):
     f = f"{path}/00000001{n >> 8:08X}{n & 0xFF:08X}"
     open(f, "wb").write(b)
     lat.append(run("repo-grow", key, "pg", "archive-push", "--source", "db", f)); os.remove(f)
-print("\n| pushes so far (= packs = index files) | median push ms, key file |\n| --- | --- |")
+print("\n| pushes so far (= index files) | median push ms, key file | min | p90 |\n| --- | --- | --- | --- |")
 step = max(1, GROW // 8)
 for a in range(0, GROW, step):
-    print(f"| {a}-{min(a + step, GROW) - 1} | {statistics.median(lat[a:a + step]):.0f} |")
+    w = sorted(lat[a:a + step])
+    print(f"| {a}-{min(a + step, GROW) - 1} | {statistics.median(w):.0f} | {w[0]:.0f} | {w[int(0.9 * (len(w) - 1))]:.0f} |")
+first, last = lat[:step], lat[-step:]
+print(f"\ngrowth: median of the last {len(last)} pushes / the first {len(first)}: "
+      f"{statistics.median(last) / statistics.median(first):.2f}x")
+packs = sum(len(f) for _, _, f in os.walk(f"{D}/repo-grow/data"))
+print(f"packs after {GROW} pushes: {packs}")
 EOF

@@ -104,7 +104,7 @@ pub enum Command {
     Token(crate::service::TokenCommand),
     /// Run the service daemon: scheduled backups, retention, off-site copies, restore drills,
     /// notifications, the HTTP API and the dashboard.
-    Serve(crate::service::ConfigArgs),
+    Serve(crate::service::ServeArgs),
 }
 
 /// `init`.

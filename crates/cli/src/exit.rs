@@ -7,7 +7,7 @@
 //! | 2 | usage error: unknown command or flag, bad value, options that do not go together |
 //! | 3 | `backup` saved a snapshot, but some files could not be read (they are not in it) |
 //! | 10 | there is no repository at the location |
-//! | 11 | the repository is locked by another process |
+//! | 11 | the repository is locked by another process; `serve`: its embedded state is in use |
 //! | 12 | wrong password or key file |
 //!
 //! `pg archive-push` and `pg archive-get` run under PostgreSQL (`archive_command`,
@@ -34,6 +34,7 @@ use std::io;
 use std::process::ExitCode;
 
 use tidemark_repo::RepoError;
+use tidemark_service_core::CatalogError;
 use tidemark_source_fs::FsError;
 use tidemark_source_objects::ObjectsError;
 use tidemark_storage::StorageError;
@@ -48,7 +49,7 @@ pub const USAGE: u8 = 2;
 pub const INCOMPLETE_BACKUP: u8 = 3;
 /// No repository at the location.
 pub const NO_REPOSITORY: u8 = 10;
-/// Could not lock the repository.
+/// Could not lock the repository; or `serve` found its embedded state held by another daemon.
 pub const LOCKED: u8 = 11;
 /// Wrong password or key file.
 pub const WRONG_PASSWORD: u8 = 12;
@@ -150,6 +151,9 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
     }
     if err.chain().any(|e| e.downcast_ref::<UserError>().is_some_and(|u| u.usage)) {
         return USAGE;
+    }
+    if err.chain().any(|e| matches!(e.downcast_ref::<CatalogError>(), Some(CatalogError::Locked { .. }))) {
+        return LOCKED;
     }
     match repo_error(err) {
         Some(RepoError::NoRepository(_)) => NO_REPOSITORY,
@@ -266,6 +270,8 @@ mod tests {
         assert_eq!(code_for(&e), NO_REPOSITORY);
         let e = anyhow::Error::new(RepoError::Locked { holder: "x".into() });
         assert_eq!(code_for(&e), LOCKED);
+        let state = CatalogError::Locked { path: "/var/lib/tidemark".into(), holder: "pid 7".into() };
+        assert_eq!(code_for(&anyhow::Error::new(state)), LOCKED);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), FATAL);
         let pipe = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
         assert_eq!(code_for(&pipe), OK);

@@ -18,7 +18,7 @@ use crate::exit::{Status, UserError};
 use crate::open;
 use crate::output::{Out, bytes, local_time, table};
 use crate::progress::Bar;
-use crate::restore::{filter, normalize_source, source_matches};
+use crate::restore::filter;
 
 /// Parse `--keep-within`: `36h`, `14d`, `2w`, `6mo`, `1y`, `1y6mo`, `14 days` (jiff's friendly
 /// format). Days are 24 hours; months and years count from today.
@@ -146,12 +146,7 @@ pub fn run_forget(global: &Global, args: &ForgetArgs, out: &Out) -> Result<Statu
     }
     let repo = open::open(global)?;
     let f = filter(&args.filter);
-    let source = args.source.as_deref().map(normalize_source);
-    let list: Vec<(Id, Snapshot)> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, s)| f.matches(s) && source.as_deref().is_none_or(|src| source_matches(s, src)))
-        .collect();
+    let list = crate::snapshots::matching(&repo, &f, args.source.as_deref())?;
     // PostgreSQL base backups follow their source's retention, which also deletes the WAL no
     // retained backup needs and keeps --keep-within's promise.
     let (base_backups, list): (Vec<_>, Vec<_>) = list.into_iter().partition(|(_, s)| crate::pg::is_base_backup(s));

@@ -10,6 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use tidemark_service::{Daemon, DaemonOptions};
 use tidemark_service_core::{Catalog, CatalogError, Config, Control, PolicyRow, Role, ServiceError, format_duration};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::exit::{Status, UserError};
 use crate::output::{Out, local_time, table};
@@ -27,6 +30,47 @@ pub struct ConfigArgs {
     /// The daemon's configuration file.
     #[arg(long, env = "TIDEMARK_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
+}
+
+/// `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The service config file.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// What the daemon logs on stderr (journald under systemd): off, error, warn, info, debug or
+    /// trace. It sets tidemark's own messages; the libraries below it log warnings and errors.
+    #[arg(
+        long,
+        env = "TIDEMARK_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info",
+        value_parser = parse_log_level
+    )]
+    pub log_level: LevelFilter,
+}
+
+/// A `--log-level` value.
+fn parse_log_level(text: &str) -> Result<LevelFilter, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "off" => Ok(LevelFilter::OFF),
+        "error" => Ok(LevelFilter::ERROR),
+        "warn" => Ok(LevelFilter::WARN),
+        "info" => Ok(LevelFilter::INFO),
+        "debug" => Ok(LevelFilter::DEBUG),
+        "trace" => Ok(LevelFilter::TRACE),
+        _ => Err(format!("{text:?} is not a log level; use off, error, warn, info, debug or trace")),
+    }
+}
+
+/// Sends `tracing` events to stderr: the HTTP layer's 500 details (under their request id) and
+/// the daemon's warnings. Events of tidemark's crates up to `level`; of other crates (hyper,
+/// rustls, ...) up to `warn`, or `level` when that is quieter.
+fn init_logging(level: LevelFilter) {
+    let filter = Targets::new().with_target("tidemark", level).with_default(level.min(LevelFilter::WARN));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Fails only when a subscriber is installed already (never in the binary): keep that one.
+    let _ = tracing_subscriber::registry().with(layer).with(filter).try_init();
 }
 
 /// `token`.
@@ -110,7 +154,7 @@ pub fn run_config(command: &ConfigCommand, out: &Out) -> Result<Status> {
 /// `tidemark policy`.
 pub fn run_policy(args: &ConfigArgs, out: &Out) -> Result<Status> {
     let config = Arc::new(load(&args.config)?);
-    let owner = tidemark_repo::hostname();
+    let owner = tidemark_service_state::daemon_name(&config.server);
     let catalog: Arc<dyn Catalog> = match tidemark_service_state::open(&config.server, &owner) {
         Ok(catalog) => catalog,
         Err(CatalogError::Locked { .. }) => {
@@ -192,14 +236,16 @@ pub fn run_token(command: &TokenCommand, out: &Out) -> Result<Status> {
 /// `tidemark serve`: recover interrupted jobs, run the scheduler, serve the API until SIGTERM or
 /// ctrl-c. Jobs still running then are left to the next start, which marks them interrupted and
 /// reruns them.
-pub fn run_serve(args: &ConfigArgs, out: &Out) -> Result<Status> {
-    let config = Arc::new(load(&args.config)?);
-    let owner = tidemark_repo::hostname();
+///
+/// The daemon is `server.name` (else the host name) in the catalog. An embedded catalog that
+/// another daemon holds is refused with [`CatalogError::Locked`], whose message carries the fix,
+/// and exit code 11 (see `exit.rs`).
+pub fn run_serve(args: &ServeArgs, out: &Out) -> Result<Status> {
+    init_logging(args.log_level);
+    let config = Arc::new(load(&args.config.config)?);
+    let owner = tidemark_service_state::daemon_name(&config.server);
     let catalog = tidemark_service_state::open(&config.server, &owner).map_err(|e| match e {
-        CatalogError::Locked { .. } => anyhow::Error::new(UserError::new(
-            e.to_string(),
-            "stop the other daemon (or give this one its own server.state_dir)",
-        )),
+        CatalogError::Locked { .. } => anyhow::Error::new(e),
         other => anyhow::Error::new(other).context("opening the service's catalog"),
     })?;
     let daemon = Daemon::new(config.clone(), catalog, DaemonOptions { owner, ..DaemonOptions::default() });

@@ -6,14 +6,25 @@ use anyhow::{Context, Result};
 use jiff::Timestamp;
 use tidemark_format::Id;
 use tidemark_format::objects::{Node, NodeType, Snapshot};
-use tidemark_repo::SnapshotFilter;
 use tidemark_repo::tree::{self, ChangeKind};
+use tidemark_repo::{Repository, SnapshotFilter};
 
 use crate::args::{DiffArgs, DumpArgs, Global, LsArgs, SnapshotsArgs};
 use crate::exit::{Status, UserError};
 use crate::open;
 use crate::output::{Out, bytes, local_time, mode_string, table};
 use crate::restore::{filter, normalize_source, source_matches};
+
+/// The snapshots that pass `filter` and, when `source` is given (a path, URL or name as the user
+/// wrote it), are of that source; in the repository's order.
+pub fn matching(repo: &Repository, filter: &SnapshotFilter, source: Option<&str>) -> Result<Vec<(Id, Snapshot)>> {
+    let source = source.map(normalize_source);
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s) && source.as_deref().is_none_or(|src| source_matches(s, src)))
+        .collect())
+}
 
 /// A snapshot as `--json` shows it: its fields plus `id` and `short_id`.
 pub fn snapshot_json(id: &Id, s: &Snapshot) -> Result<serde_json::Value> {
@@ -48,13 +59,7 @@ pub fn snapshot_table(list: &[(Id, Snapshot)]) -> String {
 /// Run `snapshots`.
 pub fn run_snapshots(global: &Global, args: &SnapshotsArgs, out: &Out) -> Result<Status> {
     let repo = open::open(global)?;
-    let f = filter(&args.filter);
-    let source = args.source.as_deref().map(normalize_source);
-    let list: Vec<(Id, Snapshot)> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, s)| f.matches(s) && source.as_deref().is_none_or(|src| source_matches(s, src)))
-        .collect();
+    let list = matching(&repo, &filter(&args.filter), args.source.as_deref())?;
     if out.json {
         let values = list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Result<Vec<_>>>()?;
         out.json_value(&values)?;

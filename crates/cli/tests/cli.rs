@@ -29,6 +29,8 @@ mod round_trip;
 mod serve;
 #[path = "cli/service.rs"]
 mod service;
+#[path = "cli/service_shared.rs"]
+mod service_shared;
 
 use std::fs;
 use std::path::Path;

@@ -62,7 +62,8 @@ struct Shared {
     blobs_added: AtomicU64,
     data_added: AtomicU64,
     data_added_packed: AtomicU64,
-    lock: LockGuard,
+    /// Held from the start; taken out only by [`Archiver::finish_keeping_lock`].
+    lock: Option<LockGuard>,
     spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     chunker_buffers: Mutex<Vec<Vec<u8>>>,
     progress: Arc<dyn Progress>,
@@ -95,6 +96,48 @@ impl Repository {
         let mut index = MasterIndex::load(self)?;
         index.retain_present(&list_packs(self)?);
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        self.start_archiver(lock, index, threads, progress)
+    }
+
+    /// Start an archiver that deduplicates only against what it stores itself, not against the
+    /// repository: it takes the shared lock but loads no index file and lists no pack, so it
+    /// starts in the same time however large the repository has grown.
+    ///
+    /// For data that almost never shares chunks with anything stored before, written by a process
+    /// per item: PostgreSQL's `archive_command` runs once per WAL segment, and a segment's chunks
+    /// are new WAL. A chunk that does exist already is stored again in the new pack; that costs
+    /// space, never correctness (the index prefers a copy in a present pack, and prune keeps one
+    /// copy of a blob and treats the others as garbage). Callers that may store the same bytes
+    /// twice compare first with [`Repository::content_ids`].
+    ///
+    /// It packs with one worker thread while the calling thread chunks and hashes: an input that
+    /// compresses to less than the pack size lands in one pack (one upload), and a 16 MiB WAL
+    /// segment was stored as fast as with two workers, leaving the other core to the database.
+    pub fn archiver_without_index(&self, operation: &str, progress: Arc<dyn Progress>) -> Result<Archiver> {
+        let lock = self.lock(operation, false)?;
+        self.start_archiver(lock, MasterIndex::default(), 1, progress)
+    }
+
+    /// What [`Archiver::save_reader`] would return for `reader` (the same chunks, the same ids),
+    /// computed without storing or locking anything: to compare bytes with content stored before.
+    pub fn content_ids(&self, reader: impl Read) -> Result<SavedContent> {
+        let mut chunker = StreamChunker::new(reader, self.config().chunker);
+        let mut buf = Vec::new();
+        let mut saved = SavedContent::default();
+        while chunker.next_chunk(&mut buf).map_err(RepoError::SourceRead)? {
+            saved.size += buf.len() as u64;
+            saved.content.push(self.master_key().chunk_id(&buf));
+        }
+        Ok(saved)
+    }
+
+    fn start_archiver(
+        &self,
+        lock: LockGuard,
+        index: MasterIndex,
+        threads: usize,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Archiver> {
         let (tx, rx) = bounded::<Job>(threads * 2);
         let spare = bounded(threads * 2 + 2);
         let shared = Arc::new(Shared {
@@ -108,7 +151,7 @@ impl Repository {
             blobs_added: AtomicU64::new(0),
             data_added: AtomicU64::new(0),
             data_added_packed: AtomicU64::new(0),
-            lock,
+            lock: Some(lock),
             spare,
             chunker_buffers: Mutex::new(Vec::new()),
             progress,
@@ -159,6 +202,13 @@ fn worker(s: &Shared, rx: &Receiver<Job>) {
 }
 
 impl Shared {
+    fn check_lock(&self) -> Result<()> {
+        match &self.lock {
+            Some(lock) => lock.check(),
+            None => Err(RepoError::LockLost("the archiver handed its lock on".into())),
+        }
+    }
+
     fn fail(&self, e: RepoError) {
         let mut slot = lock_or(&self.error);
         if slot.is_none() {
@@ -205,7 +255,7 @@ impl Shared {
         }
         let (id, packed, entries) = pack.finish_aligned(self.repo.master_key(), &random_bytes());
         let bytes = packed.as_slice();
-        self.lock.check()?;
+        self.check_lock()?;
         self.repo.storage().put(&pack_key(&id), bytes)?;
         let flush = {
             let mut pending = lock_or(&self.pending);
@@ -223,7 +273,7 @@ impl Shared {
         if packs.is_empty() {
             return Ok(());
         }
-        self.lock.check()?;
+        self.check_lock()?;
         let id = write_index(&self.repo, packs, Vec::new())?;
         lock_or(&self.written_index).push(id);
         Ok(())
@@ -295,7 +345,7 @@ impl Archiver {
 
     /// Fails when the lock was lost; sources may call it between files.
     pub fn check_lock(&self) -> Result<()> {
-        self.shared.lock.check()
+        self.shared.check_lock()
     }
 
     /// What was added so far (complete after the workers drained, i.e. in `commit`).
@@ -348,9 +398,25 @@ impl Archiver {
     /// returns (for sources that record their data in named objects, such as WAL segments).
     pub fn finish_without_snapshot(mut self) -> Result<ArchiverStats> {
         self.finish()?;
-        self.shared.lock.check()?;
+        self.shared.check_lock()?;
         self.shared.repo.refresh_index();
         Ok(self.stats())
+    }
+
+    /// [`Archiver::finish_without_snapshot`], handing over the shared lock instead of releasing
+    /// it: the caller records what it stored (a named object listing the blobs) while prune
+    /// still cannot start, then drops or releases the lock. Without this, a prune starting between
+    /// the index and the record would see the new blobs as unused.
+    pub fn finish_keeping_lock(mut self) -> Result<(ArchiverStats, LockGuard)> {
+        self.finish()?;
+        self.shared.check_lock()?;
+        self.shared.repo.refresh_index();
+        let stats = self.stats();
+        // The workers are joined: this archiver holds the only reference to the shared state.
+        let shared = Arc::get_mut(&mut self.shared)
+            .ok_or_else(|| RepoError::Invalid("archiver state still shared after its workers ended".into()))?;
+        let lock = shared.lock.take().ok_or_else(|| RepoError::LockLost("the archiver has no lock".into()))?;
+        Ok((stats, lock))
     }
 
     /// Store a blob whose plaintext is already known (copy, repair); returns its id.
@@ -371,7 +437,7 @@ impl Archiver {
 
     fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         // Every object the snapshot needs is acknowledged; make sure nobody pruned under us.
-        self.shared.lock.check()?;
+        self.shared.check_lock()?;
         self.verify_tree_reachable(&snapshot.tree)?;
         let id = self.shared.repo.save_json(ObjectType::Snapshot, SNAPSHOTS, snapshot)?;
         self.shared.repo.refresh_index();

@@ -215,6 +215,10 @@ pub enum CatalogError {
     /// The catalog's contents do not decode.
     #[error("the catalog is damaged: {0}")]
     Corrupt(String),
+    /// The request contradicts what the catalog holds: a job id inserted twice, an update of a
+    /// job that was never inserted. The catalog is intact; the caller's view of it is not.
+    #[error("the catalog refused the change: {0}")]
+    Conflict(String),
 }
 
 /// The daemon's durable memory: job history and logs, leases on scheduled runs, link uses.
@@ -397,6 +401,7 @@ impl From<CatalogError> for ControlError {
         match e {
             CatalogError::Unavailable(_) | CatalogError::Locked { .. } => ControlError::Unavailable(e.to_string()),
             CatalogError::Corrupt(_) => ControlError::Internal(e.to_string()),
+            CatalogError::Conflict(_) => ControlError::Conflict(e.to_string()),
         }
     }
 }
@@ -468,6 +473,14 @@ mod tests {
         assert!(filter.matches(&job(JobStatus::Running)));
         assert!(JobFilter { source: Some("uploads".into()), ..JobFilter::default() }.matches(&job(JobStatus::Failed)));
         assert!(!JobFilter { kind: Some(JobKind::Drill), ..JobFilter::default() }.matches(&job(JobStatus::Failed)));
+    }
+
+    #[test]
+    fn catalog_errors_map_to_control_errors() {
+        let conflict = ControlError::from(CatalogError::Conflict("job 01 is already in the catalog".into()));
+        assert!(matches!(&conflict, ControlError::Conflict(m) if m.contains("job 01")), "{conflict:?}");
+        assert!(matches!(ControlError::from(CatalogError::Corrupt("x".into())), ControlError::Internal(_)));
+        assert!(matches!(ControlError::from(CatalogError::Unavailable("x".into())), ControlError::Unavailable(_)));
     }
 
     #[test]

@@ -176,6 +176,11 @@ fn decode<T: DeserializeOwned>(what: impl Display, bytes: &[u8]) -> Result<T, Fa
         .map_err(|e| Failure::Catalog(CatalogError::Corrupt(format!("{what} does not decode: {e}"))))
 }
 
+/// The lease recorded for `run` (stored under `key`), if any.
+fn lease(runs: &redb::Table<&str, &[u8]>, key: &str, run: &RunKey) -> Result<Option<Lease>, Failure> {
+    runs.get(key)?.map(|bytes| decode(format_args!("the lease of {run:?}"), bytes.value())).transpose()
+}
+
 impl Catalog for EmbeddedCatalog {
     fn insert_job(&self, job: &JobRecord) -> Result<(), CatalogError> {
         let bytes = encode(job).map_err(|e| e.into_catalog(&self.path))?;
@@ -270,10 +275,7 @@ impl Catalog for EmbeddedCatalog {
         let key = run_key(run);
         self.write(|txn| {
             let mut runs = txn.open_table(RUNS)?;
-            let existing: Option<Lease> = match runs.get(key.as_str())? {
-                Some(bytes) => Some(decode(format_args!("the lease of {run:?}"), bytes.value())?),
-                None => None,
-            };
+            let existing = lease(&runs, &key, run)?;
             let (claim, lease) = decide(existing.as_ref(), owner, until, now);
             if let Some(lease) = lease {
                 runs.insert(key.as_str(), encode(&lease)?.as_slice())?;
@@ -286,10 +288,7 @@ impl Catalog for EmbeddedCatalog {
         let key = run_key(run);
         self.write(|txn| {
             let mut runs = txn.open_table(RUNS)?;
-            let existing: Option<Lease> = match runs.get(key.as_str())? {
-                Some(bytes) => Some(decode(format_args!("the lease of {run:?}"), bytes.value())?),
-                None => None,
-            };
+            let existing = lease(&runs, &key, run)?;
             runs.insert(key.as_str(), encode(&completed(existing.as_ref(), owner))?.as_slice())?;
             Ok(())
         })

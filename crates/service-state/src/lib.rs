@@ -33,7 +33,7 @@
 //! # Semantics shared by every catalog
 //!
 //! - Jobs: `insert_job` refuses an id that exists, `update_job` one that does not (both as
-//!   [`CatalogError::Corrupt`], since either means the daemon and its catalog disagree);
+//!   [`CatalogError::Conflict`]: the catalog is intact, the caller's view of it is not);
 //!   `jobs` lists newest first by `created`, ties by id descending, then applies the limit.
 //! - Logs: `append_log` keeps lines in the order appended, per job id.
 //! - Leases: a lease claimed until `until` covers the instants before `until`; at `now >= until`
@@ -132,13 +132,13 @@ fn hostname() -> String {
 }
 
 fn duplicate_job(id: &str) -> CatalogError {
-    CatalogError::Corrupt(format!(
+    CatalogError::Conflict(format!(
         "job {id} is already in the catalog; a new job needs a new id (update_job changes one)"
     ))
 }
 
 fn unknown_job(id: &str) -> CatalogError {
-    CatalogError::Corrupt(format!("job {id} is not in the catalog; insert_job it first"))
+    CatalogError::Conflict(format!("job {id} is not in the catalog; insert_job it first"))
 }
 
 #[cfg(test)]

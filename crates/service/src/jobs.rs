@@ -176,7 +176,8 @@ fn execute(ctx: Ctx, key: Option<RunKey>, work: Work) {
         // next start.
         inner.log(&record.id, "error", format!("cannot record the outcome: {e}"));
     }
-    if let Some(key) = &key {
+    // A job that lost its lease leaves the run to the daemon that took it over.
+    if let Some(key) = key.as_ref().filter(|_| record.status != JobStatus::Interrupted) {
         let _ = inner.catalog.complete(key, &inner.owner);
     }
     lock(&inner.running).remove(&record.id);

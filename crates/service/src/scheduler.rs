@@ -139,12 +139,15 @@ impl Daemon {
     }
 
     /// Runs [`Daemon::tick`] every `tick_interval` until `stop` receives or is dropped, on its
-    /// own thread. Tick errors (a catalog briefly unreachable) are retried on the next tick.
+    /// own thread. Tick errors (a catalog briefly unreachable) are logged as `tracing` warnings
+    /// and retried on the next tick.
     pub fn spawn_scheduler(&self, stop: Receiver<()>) -> JoinHandle<()> {
         let daemon = self.clone();
         std::thread::spawn(move || {
             loop {
-                let _ = daemon.tick();
+                if let Err(e) = daemon.tick() {
+                    tracing::warn!("scheduler tick failed, retried in {:?}: {e}", daemon.inner.tick_interval);
+                }
                 match stop.recv_timeout(daemon.inner.tick_interval) {
                     Err(RecvTimeoutError::Timeout) => continue,
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -167,8 +170,26 @@ impl Daemon {
             if let Some(key) = &running.key {
                 let answer = inner.catalog.claim(key, &inner.owner, until, now)?;
                 if answer != Claim::Granted {
-                    let id = lock(&running.record).id.clone();
-                    inner.log(&id, "warn", format!("lost the lease on its scheduled run: {answer:?}"));
+                    // This daemon was paused or cut off past its lease: another daemon may run the
+                    // job again (and marks this one interrupted). Stop at the next step and leave
+                    // the run to it: the verdict below is final, and the run is not completed here.
+                    running.cancel.store(true, Ordering::SeqCst);
+                    let mut record = lock(&running.record);
+                    if !record.status.is_final() {
+                        record.status = JobStatus::Interrupted;
+                        record.finished = Some(now);
+                        record.message = Some(format!(
+                            "interrupted: daemon {} lost its lease on the run ({answer:?}); it stopped at its next step",
+                            inner.owner
+                        ));
+                    }
+                    tracing::warn!(
+                        "job {} of {}: lost the lease on its scheduled run: {answer:?}",
+                        record.id,
+                        key.source
+                    );
+                    inner.log(&record.id, "warn", format!("lost the lease on its scheduled run: {answer:?}; stopping"));
+                    continue;
                 }
             }
             if running.overran {
@@ -285,6 +306,8 @@ impl Daemon {
         if inner.catalog.claim(&key, &inner.owner, until, now)? != Claim::Granted {
             return Ok(None);
         }
+        // A daemon that started this run and died leaves its job `running`: it is interrupted.
+        self.interrupt_dead_holders(&key, now)?;
         let mut job = inner.new_job(&source.name, kind, Trigger::Schedule, Some(scheduled));
         let zone = source.schedule.time_zone();
         let local = jiff::tz::TimeZone::get(zone)

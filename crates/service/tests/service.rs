@@ -1,7 +1,8 @@
 //! The daemon end to end on real repositories: the scheduler against a manual clock (time zones,
-//! DST, windows, catch-up after downtime, overrun, leases shared by two daemons), crash recovery,
-//! real backup jobs with retention and off-site copies, restore drills (and a corrupt pack that
-//! fails one), webhooks received by a real HTTP listener, and the `Control` answers.
+//! DST, windows, catch-up after downtime, overrun, leases shared by two daemons), two regions'
+//! daemons sharing one real PostgreSQL catalog, crash recovery, real backup jobs with retention
+//! and off-site copies, restore drills (and a corrupt pack that fails one), webhooks received by
+//! a real HTTP listener, and the `Control` answers.
 
 mod support;
 
@@ -11,3 +12,5 @@ mod jobs;
 mod postgres;
 #[path = "service/scheduler.rs"]
 mod scheduler;
+#[path = "service/shared_catalog.rs"]
+mod shared_catalog;

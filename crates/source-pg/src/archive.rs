@@ -9,7 +9,10 @@
 //! - `named/wal.<source>/<file name>`: one [`WalRecord`] per archived file (segments, `.partial`
 //!   segments, `.history` and `.backup` files). Its `content` lists the data blobs that hold the
 //!   bytes, stored through an [`Archiver`](tidemark_repo::Archiver) like any file (chunked,
-//!   deduplicated, compressed, encrypted), so prune keeps them as long as the record exists.
+//!   compressed, encrypted), so prune keeps them as long as the record exists. A new file is
+//!   deduplicated within itself only, never against the rest of the repository
+//!   ([`Repository::archiver_without_index`]): WAL is new data, and loading the whole index for
+//!   every segment made each push slower than the one before.
 //!
 //! Records are create-only: pushing the same bytes again is success
 //! ([`PushOutcome::AlreadyIdentical`]), other bytes under an existing name are an
@@ -308,11 +311,24 @@ pub(crate) fn store_wal_file(
         system_identifier = Some(record.system_identifier);
     }
 
+    // Already archived (PostgreSQL retrying after a crash, or `pg stream` and archive_command
+    // both storing it): compare the chunk ids, and write nothing either way.
+    if let Some(existing) = get_record(repo, source, &name)? {
+        let saved =
+            repo.content_ids(bytes).map_err(|e| PgError::repository(&format!("chunking {name} to compare"), e))?;
+        return compare(&existing, source, &name, saved.size, &saved.content);
+    }
+
+    // A new file. WAL shares no chunks with what is stored already, so the archiver neither loads
+    // the index nor lists the packs (that cost grew with every segment archived): it writes one
+    // pack (more only past the pack size) and one index file, each acknowledged by storage (fsynced
+    // on disk). It keeps the shared lock until the record exists, so that no prune can take the
+    // new blobs for garbage in between.
     let archiver = repo
-        .archiver("pg archive-push", Arc::new(NoProgress))
+        .archiver_without_index("pg archive-push", Arc::new(NoProgress))
         .map_err(|e| PgError::repository("starting archive-push", e))?;
     let saved = archiver.save_reader(bytes).map_err(|e| PgError::repository(&format!("storing {name}"), e))?;
-    archiver.finish_without_snapshot().map_err(|e| PgError::repository(&format!("storing {name}"), e))?;
+    let (_, lock) = archiver.finish_keeping_lock().map_err(|e| PgError::repository(&format!("storing {name}"), e))?;
     let record = WalRecord {
         name: name.clone(),
         size: saved.size,
@@ -321,31 +337,42 @@ pub(crate) fn store_wal_file(
         timeline: class.timeline,
         stored_at: Timestamp::now(),
     };
-    let namespace = wal_namespace(source);
-    let existing = match get_record(repo, source, &name)? {
-        Some(existing) => existing,
-        None => match repo.put_named(&namespace, &name, &record) {
-            Ok(PutNamed::Created) => return Ok(PushOutcome::Stored),
-            Ok(PutNamed::AlreadyIdentical) => return Ok(PushOutcome::AlreadyIdentical),
-            // Another push of the same name may have won the race: compare with what it stored.
-            Err(err) => get_record(repo, source, &name)?
-                .ok_or_else(|| PgError::repository(&format!("recording {name}"), err))?,
+    lock.check().map_err(|e| PgError::repository(&format!("recording {name}"), e))?;
+    let outcome = match repo.put_named(&wal_namespace(source), &name, &record) {
+        Ok(PutNamed::Created) => Ok(PushOutcome::Stored),
+        Ok(PutNamed::AlreadyIdentical) => Ok(PushOutcome::AlreadyIdentical),
+        // Another push of the same name won the race: compare with what it stored (this push's
+        // pack is then unreferenced, and prune removes it).
+        Err(err) => match get_record(repo, source, &name)? {
+            Some(existing) => compare(&existing, source, &name, record.size, &record.content),
+            None => Err(PgError::repository(&format!("recording {name}"), err)),
         },
     };
-    if existing.size == record.size && existing.content == record.content {
+    // The record is stored (or the push failed); a lock left behind by a failed delete is stale
+    // as soon as this process exits.
+    drop(lock);
+    outcome
+}
+
+/// An identical file already archived is success; anything else is a conflict.
+fn compare(existing: &WalRecord, source: &str, name: &str, size: u64, content: &[Id]) -> Result<PushOutcome, PgError> {
+    if existing.size == size && existing.content == content {
         Ok(PushOutcome::AlreadyIdentical)
     } else {
         Err(PgError::conflict(format!(
             "the repository already holds {name} for source {source:?} with different content ({} bytes stored at {}, \
-             this one {} bytes); nothing was overwritten; hint: another cluster archiving under the same source name?",
-            existing.size, existing.stored_at, record.size
+             this one {size} bytes); nothing was overwritten; hint: another cluster archiving under the same source name?",
+            existing.size, existing.stored_at
         )))
     }
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, PgError> {
     let file = File::open(path).map_err(|e| PgError::local(format!("opening {}", path.display()), e))?;
-    let mut bytes = Vec::new();
+    // Sized up front: growing the buffer while reading copies it again at every doubling and
+    // touches twice the pages. A file that grows while it is read still reads correctly.
+    let len = file.metadata().map_err(|e| PgError::local(format!("reading {}", path.display()), e))?.len();
+    let mut bytes = Vec::with_capacity(len.min(MAX_WAL_FILE + 1) as usize);
     file.take(MAX_WAL_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| PgError::local(format!("reading {}", path.display()), e))?;

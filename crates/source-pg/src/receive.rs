@@ -646,6 +646,9 @@ impl<'r> Receiver<'r> {
             .map_err(|e| e.with_context(&format!("refusing streamed WAL for source {}", self.source())))?;
         // Finished chunks (every one but the last) are cut where the complete segment will be.
         let lengths = chunk_lengths(&self.repo.config().chunker, &self.buf[self.chunked..]);
+        // The archiver's lock is held until the record naming the new blobs is written: until
+        // then nothing references them, and a prune in between would delete them.
+        let mut held = None;
         if lengths.len() > 1 {
             let archiver = self
                 .repo
@@ -659,9 +662,10 @@ impl<'r> Receiver<'r> {
                 self.chunks.push(id);
                 at += len;
             }
-            archiver
-                .finish_without_snapshot()
+            let (_, lock) = archiver
+                .finish_keeping_lock()
                 .map_err(|e| PgError::repository(&format!("storing streamed WAL of {segment}"), e))?;
+            held = Some(lock);
             self.chunked = at;
             self.base = None;
         }
@@ -685,6 +689,9 @@ impl<'r> Receiver<'r> {
         };
         let namespace = wal_namespace(self.source());
         let mut is_base = record.base.is_none();
+        if let Some(lock) = &held {
+            lock.check().map_err(|e| PgError::repository(&format!("recording {}", record.name), e))?;
+        }
         if let Err(err) = self.repo.put_named(&namespace, &record.name, &record) {
             // Stored before (by an earlier run that got this far, perhaps split differently into
             // base and increment): the same WAL is fine.
@@ -705,6 +712,7 @@ impl<'r> Receiver<'r> {
                 )));
             }
         }
+        drop(held);
         self.outcome.partials += 1;
         if is_base {
             // A new base: every older partial record of the segment is superseded.

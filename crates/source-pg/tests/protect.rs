@@ -1,109 +1,24 @@
 //! Protecting real PostgreSQL 15 clusters in a repository: base backups, the WAL archive and
 //! point-in-time restores (tidemark-testkit's harness; skipped loudly without PostgreSQL).
 
+mod util;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::Timestamp;
-use tidemark_repo::format::keys::KdfParams;
-use tidemark_repo::{Credential, InitOptions, NoProgress, Repository};
+use tidemark_repo::{Credential, NoProgress, Repository};
 use tidemark_source_pg::archive::{self, ClusterRecord};
 use tidemark_source_pg::backup::extra;
-use tidemark_source_pg::{
-    ErrorKind, PgBackupOptions, PgRestoreOptions, PushOutcome, RecoveryTarget, TargetAction, archive_get, archive_push,
-    pg_backup, pg_restore,
-};
-use tidemark_storage::MemoryStorage;
+use tidemark_source_pg::{ErrorKind, PushOutcome, RecoveryTarget, archive_get, archive_push, pg_backup, pg_restore};
 use tidemark_testkit::postgres::{Auth, PgCluster, PgOptions};
-
-const SOURCE: &str = "main";
-
-fn repo() -> (MemoryStorage, Repository) {
-    let mem = MemoryStorage::new();
-    let opts = InitOptions { kdf: KdfParams { m_kib: 1024, t: 1, p: 1 }, ..Default::default() };
-    let repo = Repository::init(Arc::new(mem.clone()), &Credential::Password(b"pw".to_vec()), &opts).unwrap();
-    (mem, repo)
-}
-
-/// A cluster archiving with `cp` into `../wal-archive` (relative to its data directory).
-fn archiving_cluster(test: &str) -> Option<(PgCluster, PathBuf)> {
-    let options = PgOptions {
-        archive_command: Some("mkdir -p ../wal-archive && cp %p ../wal-archive/%f".into()),
-        ..PgOptions::default()
-    };
-    let pg = PgCluster::start_or_skip(test, &options)?;
-    let dir = pg.scratch_dir("wal-archive").unwrap();
-    Some((pg, dir))
-}
-
-fn backup_options(pg: &PgCluster) -> PgBackupOptions {
-    PgBackupOptions {
-        source: SOURCE.into(),
-        connect: pg.connstr(),
-        label: "test".into(),
-        host: "db1".into(),
-        tags: vec!["pg".into()],
-    }
-}
-
-/// Switch to a new segment and wait until PostgreSQL has archived the finished one.
-fn switch_and_wait(pg: &PgCluster) {
-    let name = pg.psql("SELECT pg_walfile_name(pg_switch_wal())").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").unwrap() < name {
-        assert!(Instant::now() < deadline, "{name} was not archived");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Push every file PostgreSQL archived so far (again: identical ones are success).
-fn push_all(repo: &Repository, dir: &Path) -> usize {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    names.sort();
-    let mut stored = 0;
-    for path in names {
-        match archive_push(repo, SOURCE, &path).unwrap() {
-            PushOutcome::Stored => stored += 1,
-            PushOutcome::AlreadyIdentical => {}
-        }
-    }
-    stored
-}
-
-/// Fetch every archived file into `dir` with archive_get (readable by the server's `cp`).
-fn fetch_all(repo: &Repository, dir: &Path) {
-    for name in archive::list_wal(repo, SOURCE).unwrap() {
-        let dest = dir.join(&name);
-        assert!(archive_get(repo, SOURCE, &name, &dest).unwrap(), "{name}");
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
-    }
-}
-
-fn now_in_server(pg: &PgCluster) -> Timestamp {
-    let micros: i64 =
-        pg.psql("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint").unwrap().parse().unwrap();
-    Timestamp::from_microsecond(micros).unwrap()
-}
-
-fn wait_promoted(pg: &PgCluster) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pg.psql("SELECT pg_is_in_recovery()").unwrap() != "f" {
-        assert!(Instant::now() < deadline, "recovery did not finish: {}", fs::read_to_string(pg.log_path()).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ids(pg: &PgCluster) -> String {
-    pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").unwrap()
-}
-
-fn range(a: u32, b: u32) -> String {
-    (a..=b).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
-}
+use util::{
+    SOURCE, archiving_cluster, backup_options, fetch_all, ids, insert, now_in_server, push_all, range, repo,
+    restore_options, segment_files, switch_and_wait, wait_promoted,
+};
 
 /// pg_verifybackup over a restored directory: every file against the server's manifest (CRC32C),
 /// WAL not parsed.
@@ -123,9 +38,7 @@ fn point_in_time_restore_to_the_instant_before_a_drop() {
          CREATE TABLE keep_me (x int); INSERT INTO keep_me SELECT generate_series(1, 10)",
     )
     .unwrap();
-    for i in 1..=20 {
-        pg.psql(&format!("INSERT INTO t (id) VALUES ({i})")).unwrap();
-    }
+    insert(&pg, 1, 20);
     let before_backup = now_in_server(&pg);
     let backup = pg_backup(&repo, &backup_options(&pg), Arc::new(NoProgress)).unwrap();
     let sysid: u64 = pg.psql("SELECT system_identifier FROM pg_control_system()").unwrap().parse().unwrap();
@@ -138,15 +51,11 @@ fn point_in_time_restore_to_the_instant_before_a_drop() {
         Some(ClusterRecord { system_identifier: sysid, pg_major: 15, wal_segment_size: 16 << 20 })
     );
 
-    for i in 21..=40 {
-        pg.psql(&format!("INSERT INTO t (id) VALUES ({i})")).unwrap();
-    }
+    insert(&pg, 21, 40);
     let before_drop = now_in_server(&pg);
     std::thread::sleep(Duration::from_millis(20));
     pg.psql("DROP TABLE keep_me").unwrap();
-    for i in 41..=60 {
-        pg.psql(&format!("INSERT INTO t (id) VALUES ({i})")).unwrap();
-    }
+    insert(&pg, 41, 60);
     switch_and_wait(&pg);
     assert!(push_all(&repo, &archive_dir) >= 2);
     // Pushing everything again changes nothing.
@@ -154,19 +63,8 @@ fn point_in_time_restore_to_the_instant_before_a_drop() {
 
     let fetched = pg.scratch_dir("fetched").unwrap();
     fetch_all(&repo, &fetched);
-    let restore_command = format!("cp {}/%f %p", fetched.display());
     let restore = |dir: &Path, target: RecoveryTarget| {
-        pg_restore(
-            &repo,
-            &PgRestoreOptions {
-                source: SOURCE.into(),
-                target_dir: dir.to_path_buf(),
-                target,
-                target_action: TargetAction::Promote,
-                restore_command: restore_command.clone(),
-            },
-            Arc::new(NoProgress),
-        )
+        pg_restore(&repo, &restore_options(dir, target, &fetched), Arc::new(NoProgress))
     };
 
     // Unreachable targets are errors, never an earlier restore.
@@ -239,13 +137,7 @@ fn wal_archive_safety_rules() {
     let (mem, repo) = repo();
     pg.psql("CREATE TABLE x AS SELECT generate_series(1, 1000) AS n").unwrap();
     switch_and_wait(&pg);
-    let mut segments: Vec<PathBuf> = fs::read_dir(&archive_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 24)
-        .collect();
-    segments.sort();
-    let segment = segments.last().unwrap().clone();
+    let segment = segment_files(&archive_dir).pop().unwrap();
     let name = segment.file_name().unwrap().to_str().unwrap().to_owned();
     assert_eq!(archive_push(&repo, SOURCE, &segment).unwrap(), PushOutcome::Stored);
     assert_eq!(archive_push(&repo, SOURCE, &segment).unwrap(), PushOutcome::AlreadyIdentical);
@@ -281,12 +173,7 @@ fn wal_archive_safety_rules() {
     // A segment of another cluster under this source: refused.
     let other = PgCluster::start_or_skip("wal_rules_other", &PgOptions { own_initdb: true, ..PgOptions::default() })
         .expect("a second cluster");
-    let mut theirs: Vec<PathBuf> = fs::read_dir(other.data_dir().join("pg_wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 24)
-        .collect();
-    theirs.sort();
+    let theirs = segment_files(&other.data_dir().join("pg_wal"));
     let err = archive_push(&repo, SOURCE, &theirs[0]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Wal, "{err}");
     assert!(err.message().contains("another cluster"), "{err}");

@@ -2,121 +2,37 @@
 //! damaged in the repository (`pg_verify_with --read-data`, `pg_restore`). Skipped loudly without
 //! PostgreSQL (a failure with TIDEMARK_REQUIRE_PG=1).
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod util;
 
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
 use tidemark_repo::forget::KeepPolicy;
-use tidemark_repo::format::keys::KdfParams;
 use tidemark_repo::prune::PruneOptions;
-use tidemark_repo::{Credential, InitOptions, NoProgress, Repository, SnapshotFilter};
+use tidemark_repo::{Credential, NoProgress, Repository, SnapshotFilter};
 use tidemark_source_pg::archive::{self, WalFileKind, classify_wal_file};
 use tidemark_source_pg::retention::WINDOW_REASON;
 use tidemark_source_pg::verify::{VerifyOptions, pg_verify_with};
 use tidemark_source_pg::{
-    ErrorKind, PgBackupOptions, PgForgetOptions, PgRestoreOptions, PushOutcome, RecoveryTarget, TargetAction,
-    archive_get, archive_push, pg_backup, pg_forget, pg_restore, pg_verify,
+    ErrorKind, PgBackupOptions, PgForgetOptions, PushOutcome, RecoveryTarget, archive_get, archive_push, pg_backup,
+    pg_forget, pg_restore, pg_verify,
 };
+use tidemark_storage::ErrorKind as StorageErrorKind;
 use tidemark_storage::fault::{Action, Fault, FaultStorage, Op};
-use tidemark_storage::{ErrorKind as StorageErrorKind, MemoryStorage};
-use tidemark_testkit::postgres::{Auth, PgCluster, PgOptions};
+use tidemark_testkit::postgres::{Auth, PgCluster};
+use util::{
+    SOURCE, archiving_cluster, backup_options, fetch_all, ids, insert, now_in_server, push_all, range, repo,
+    restore_options, segment_files, switch_and_wait, wait_promoted,
+};
 
-const SOURCE: &str = "main";
-
-fn repo() -> (MemoryStorage, Repository) {
-    let mem = MemoryStorage::new();
-    let opts = InitOptions { kdf: KdfParams { m_kib: 1024, t: 1, p: 1 }, ..Default::default() };
-    let repo = Repository::init(Arc::new(mem.clone()), &Credential::Password(b"pw".to_vec()), &opts).unwrap();
-    (mem, repo)
-}
-
-/// A cluster archiving with `cp` into `../wal-archive` (relative to its data directory).
-fn archiving_cluster(test: &str) -> Option<(PgCluster, PathBuf)> {
-    let options = PgOptions {
-        archive_command: Some("mkdir -p ../wal-archive && cp %p ../wal-archive/%f".into()),
-        ..PgOptions::default()
-    };
-    let pg = PgCluster::start_or_skip(test, &options)?;
-    let dir = pg.scratch_dir("wal-archive").unwrap();
-    Some((pg, dir))
-}
-
+/// A base backup of `pg` (untagged); its snapshot id.
 fn backup(repo: &Repository, pg: &PgCluster) -> tidemark_repo::format::Id {
-    let options = PgBackupOptions {
-        source: SOURCE.into(),
-        connect: pg.connstr(),
-        label: "test".into(),
-        host: "db1".into(),
-        tags: vec![],
-    };
+    let options = PgBackupOptions { tags: vec![], ..backup_options(pg) };
     pg_backup(repo, &options, Arc::new(NoProgress)).unwrap().id
-}
-
-/// Switch to a new segment and wait until PostgreSQL has archived the finished one.
-fn switch_and_wait(pg: &PgCluster) {
-    let name = pg.psql("SELECT pg_walfile_name(pg_switch_wal())").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").unwrap() < name {
-        assert!(Instant::now() < deadline, "{name} was not archived");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Push every file PostgreSQL archived so far (identical ones again are success).
-fn push_all(repo: &Repository, dir: &Path) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    names.sort();
-    for path in names {
-        let outcome = archive_push(repo, SOURCE, &path).unwrap();
-        assert!(matches!(outcome, PushOutcome::Stored | PushOutcome::AlreadyIdentical));
-    }
-}
-
-/// Fetch every archived file into `dir` (readable by the server's `cp`).
-fn fetch_all(repo: &Repository, dir: &Path) {
-    for name in archive::list_wal(repo, SOURCE).unwrap() {
-        let dest = dir.join(&name);
-        assert!(archive_get(repo, SOURCE, &name, &dest).unwrap(), "{name}");
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
-    }
-}
-
-fn now_in_server(pg: &PgCluster) -> Timestamp {
-    let micros: i64 =
-        pg.psql("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint").unwrap().parse().unwrap();
-    Timestamp::from_microsecond(micros).unwrap()
-}
-
-fn insert(pg: &PgCluster, from: u32, to: u32) {
-    for i in from..=to {
-        pg.psql(&format!("INSERT INTO t (id) VALUES ({i})")).unwrap();
-    }
-}
-
-fn wait_promoted(pg: &PgCluster) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pg.psql("SELECT pg_is_in_recovery()").unwrap() != "f" {
-        assert!(Instant::now() < deadline, "recovery did not finish: {}", fs::read_to_string(pg.log_path()).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn range(a: u32, b: u32) -> String {
-    (a..=b).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
-}
-
-fn restore_options(dir: &Path, target: RecoveryTarget, fetched: &Path) -> PgRestoreOptions {
-    PgRestoreOptions {
-        source: SOURCE.into(),
-        target_dir: dir.to_path_buf(),
-        target,
-        target_action: TargetAction::Promote,
-        restore_command: format!("cp {}/%f %p", fetched.display()),
-    }
 }
 
 /// The segment numbers of the archived complete segments.
@@ -232,7 +148,7 @@ fn keep_within_keeps_every_instant_of_the_window_restorable_and_drops_the_rest()
     assert_eq!(outcome.plan.backup.id, b);
     let restored = PgCluster::start_existing(&dir, Auth::Trust).unwrap();
     wait_promoted(&restored);
-    assert_eq!(restored.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").unwrap(), range(1, 25));
+    assert_eq!(ids(&restored), range(1, 25));
     drop(restored);
 
     // Before the oldest kept backup (A's time): a clear error, nothing written.
@@ -260,13 +176,7 @@ fn a_damaged_segment_is_found_by_verify_and_stops_a_restore_before_it_starts() {
     insert(&pg, 21, 30);
     switch_and_wait(&pg);
     // The last segment alone in its pack: the new data keys are its pack.
-    let mut last: Vec<PathBuf> = fs::read_dir(&archive_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().len() == 24)
-        .collect();
-    last.sort();
-    let victim = last.pop().unwrap();
+    let victim = segment_files(&archive_dir).pop().unwrap();
     let victim_name = victim.file_name().unwrap().to_str().unwrap().to_owned();
     let packs_before: Vec<String> = mem.keys().into_iter().filter(|k| k.starts_with("data/")).collect();
     assert_eq!(archive_push(&repo, SOURCE, &victim).unwrap(), PushOutcome::Stored);

@@ -83,6 +83,18 @@ impl PgEnv {
     pub(crate) fn ok(&self, args: &[&str]) -> Run {
         self.run(args).expect(0)
     }
+
+    /// A cluster whose archive_command is `pg archive-push` into source `db` of this repository,
+    /// which is then initialized; `None` after a loud skip without PostgreSQL.
+    pub(crate) fn archiving_cluster(&self, test: &str) -> Option<PgCluster> {
+        let options = PgOptions {
+            archive_command: Some(self.command_line(&format!("pg archive-push --source {SOURCE} %p"))),
+            ..PgOptions::default()
+        };
+        let pg = PgCluster::start_or_skip(test, &options)?;
+        self.ok(&["init"]);
+        Some(pg)
+    }
 }
 
 /// Switch to a new segment and wait until the archiver has pushed it through tidemark.
@@ -109,6 +121,11 @@ pub(crate) fn wait_promoted(pg: &PgCluster) {
     }
 }
 
+/// The ids in table `t`, in order, comma-separated.
+pub(crate) fn ids(pg: &PgCluster) -> String {
+    pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").unwrap()
+}
+
 pub(crate) fn range(a: u32, b: u32) -> String {
     (a..=b).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
@@ -116,14 +133,9 @@ pub(crate) fn range(a: u32, b: u32) -> String {
 #[test]
 fn archive_command_backup_and_restore_to_a_time_with_the_real_binary() {
     let pge = PgEnv::new();
-    let options = PgOptions {
-        archive_command: Some(pge.command_line(&format!("pg archive-push --source {SOURCE} %p"))),
-        ..PgOptions::default()
-    };
-    let Some(pg) = PgCluster::start_or_skip("pg_cli_round_trip", &options) else {
+    let Some(pg) = pge.archiving_cluster("pg_cli_round_trip") else {
         return;
     };
-    pge.ok(&["init"]);
     pg.psql(
         "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE keep_me (x int); \
          INSERT INTO keep_me SELECT generate_series(1, 10); INSERT INTO t SELECT generate_series(1, 20)",
@@ -178,7 +190,7 @@ fn archive_command_backup_and_restore_to_a_time_with_the_real_binary() {
 
     let server = PgCluster::start_existing(&target, Auth::Trust).unwrap();
     wait_promoted(&server);
-    assert_eq!(server.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").unwrap(), range(1, 40));
+    assert_eq!(ids(&server), range(1, 40));
     assert_eq!(server.psql("SELECT count(*) FROM keep_me").unwrap(), "10");
     drop(server);
 
@@ -194,7 +206,7 @@ fn archive_command_backup_and_restore_to_a_time_with_the_real_binary() {
 }
 
 #[test]
-fn archive_commands_exit_codes_stay_below_125() {
+fn archive_push_stays_below_126_and_archive_get_aborts_recovery_on_errors() {
     let pge = PgEnv::new();
     pge.ok(&["init"]);
     let home = pge.env.path("pg");
@@ -205,15 +217,16 @@ fn archive_commands_exit_codes_stay_below_125() {
         assert!(run.stderr.starts_with("Fatal: "), "{}", run.stderr);
         assert!(run.stdout.is_empty(), "{}", run.stdout);
     }
-    // A missing file is 1 (the end of the archive for PostgreSQL), an error is 2.
+    // A missing file is 1 (the end of the archive for PostgreSQL); an error is 126, so that
+    // PostgreSQL aborts recovery rather than ending it early.
     let dest = home.join("RECOVERYXLOG").to_string_lossy().into_owned();
     let run = pge.run(&["pg", "archive-get", "--source", SOURCE, "0000000100000000000000FF", &dest]).expect(1);
     assert!(run.stdout.is_empty() && run.stderr.is_empty(), "{run:?}");
-    pge.run(&["pg", "archive-get", "--source", SOURCE, "../config", &dest]).expect(2);
+    pge.run(&["pg", "archive-get", "--source", SOURCE, "../config", &dest]).expect(126);
     // TIDEMARK_KEY_FILE works as --key-file does (the repository opened: "not found").
     pge.run_with(&["pg", "archive-get", "--source", SOURCE, "0000000100000000000000FF", &dest], true).expect(1);
 
-    // A wrong key file or no repository at all: 1 and 2, never 12 or 10.
+    // A wrong key file or no repository at all: 1 and 126, never 12 or 10.
     let mut pge = pge;
     pge.key_file = pge.env.write("pg/wrong.key", [9u8; 64].as_slice()).to_string_lossy().into_owned();
     let garbage = garbage.to_string_lossy().into_owned();
@@ -221,11 +234,11 @@ fn archive_commands_exit_codes_stay_below_125() {
     let get = ["pg", "archive-get", "--source", SOURCE, "000000010000000000000003", dest.as_str()];
     let run = pge.run(&push).expect(1);
     assert!(run.stderr.contains("wrong password"), "{}", run.stderr);
-    pge.run(&get).expect(2);
+    pge.run(&get).expect(126);
     pge.repo = pge.env.arg("pg/nowhere");
     let run = pge.run(&push).expect(1);
     assert!(run.stderr.contains("no repository"), "{}", run.stderr);
-    pge.run(&get).expect(2);
+    pge.run(&get).expect(126);
     // Unreachable storage (after the backend's retries): 1.
     pge.repo = "s3://bucket/repo?endpoint=http://127.0.0.1:1&region=us-east-1&path_style=true".into();
     let run = pge.run(&push).expect(1);

@@ -6,75 +6,22 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use tidemark_testkit::postgres::{Auth, PgCluster, PgOptions};
+use tidemark_testkit::postgres::{Auth, PgCluster};
 
-use crate::util::{Env, Run, execute};
+use crate::pg::{PgEnv, ids, range, wait_promoted};
+use crate::util::{Env, Run};
 
 const SOURCE: &str = "db";
 
-/// A key file and a repository location the `postgres` user can use (when the tests run as root,
-/// PostgreSQL and every tidemark command here run as `postgres`).
-struct PgEnv {
-    env: Env,
-    repo: String,
-    key_file: String,
-    as_postgres: bool,
-}
-
-impl PgEnv {
-    fn new() -> PgEnv {
-        let env = Env::new();
-        let as_postgres = fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-            && Command::new("id").arg("postgres").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
-        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let home = env.path("pg");
-        fs::create_dir_all(&home).unwrap();
-        if as_postgres {
-            assert!(Command::new("chown").arg("postgres:postgres").arg(&home).status().unwrap().success());
-        }
-        let key_file = env.write("pg/key", [7u8; 64].as_slice()).to_string_lossy().into_owned();
-        let repo = env.arg("pg/repo");
-        PgEnv { env, repo, key_file, as_postgres }
-    }
-
-    /// The command line PostgreSQL runs: binary, repository, key file, `args`.
-    fn command_line(&self, args: &str) -> String {
-        format!("{} -r {} --key-file {} {args}", env!("CARGO_BIN_EXE_tidemark"), self.repo, self.key_file)
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let bin = env!("CARGO_BIN_EXE_tidemark");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", bin]);
-            c
-        } else {
-            Command::new(bin)
-        };
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TIDEMARK_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env_remove("RUST_BACKTRACE").args(["-r", &self.repo, "--key-file", &self.key_file]);
-        cmd.args(args).current_dir("/").stdin(Stdio::null());
-        execute(cmd)
-    }
-
-    fn ok(&self, args: &[&str]) -> Run {
-        self.run(args).expect(0)
-    }
-
-    fn restore(&self, dir: &str, target: &[&str]) -> Run {
-        let target_dir = self.env.arg(&format!("pg/{dir}"));
-        let mut args = vec!["pg", "restore", "--source", SOURCE, "--target-dir", &target_dir];
-        args.extend(target);
-        self.run(&args)
-    }
+/// `pg restore` of [`SOURCE`] into `pg/<dir>`, with the `target` options.
+fn restore(pge: &PgEnv, dir: &str, target: &[&str]) -> Run {
+    let target_dir = pge.env.arg(&format!("pg/{dir}"));
+    let mut args = vec!["pg", "restore", "--source", SOURCE, "--target-dir", &target_dir];
+    args.extend(target);
+    pge.run(&args)
 }
 
 /// The archiver's (last archived file, failed count).
@@ -97,22 +44,6 @@ fn switch_and_wait(pg: &PgCluster) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
     name
-}
-
-fn wait_promoted(pg: &PgCluster) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pg.psql("SELECT pg_is_in_recovery()").unwrap() != "f" {
-        assert!(Instant::now() < deadline, "recovery did not finish: {}", fs::read_to_string(pg.log_path()).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ids(pg: &PgCluster) -> String {
-    pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").unwrap()
-}
-
-fn range(a: u32, b: u32) -> String {
-    (a..=b).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 fn utc_now(pg: &PgCluster) -> String {
@@ -138,14 +69,9 @@ fn start_restored(pge: &PgEnv, dir: &str, archive: bool) -> PgCluster {
 #[test]
 fn restore_across_a_promote_then_forget_and_a_damaged_segment() {
     let pge = PgEnv::new();
-    let options = PgOptions {
-        archive_command: Some(pge.command_line(&format!("pg archive-push --source {SOURCE} %p"))),
-        ..PgOptions::default()
-    };
-    let Some(primary) = PgCluster::start_or_skip("pg_safety_timelines", &options) else {
+    let Some(primary) = pge.archiving_cluster("pg_safety_timelines") else {
         return;
     };
-    pge.ok(&["init"]);
     primary.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)").unwrap();
     let first = pge.ok(&["pg", "backup", "--source", SOURCE, "--connect", &primary.connstr(), "--json"]).json();
     let first_id = first["snapshot_id"].as_str().unwrap().to_owned();
@@ -157,7 +83,7 @@ fn restore_across_a_promote_then_forget_and_a_damaged_segment() {
     // The failover: the primary is gone, a copy restored to the fork point takes over.
     primary.stop().unwrap();
 
-    pge.restore("copy", &["--time", &fork_point, "--target-action", "promote"]).expect(0);
+    restore(&pge, "copy", &["--time", &fork_point, "--target-action", "promote"]).expect(0);
     // The copy keeps the primary's archive_command: it archives into the same source, timeline 2
     // (its history file, the old timeline's last segment as .partial, then its own segments).
     let copy = start_restored(&pge, "copy", true);
@@ -186,7 +112,7 @@ fn restore_across_a_promote_then_forget_and_a_damaged_segment() {
     let latest = start_restored(&pge, "latest", false);
     assert_eq!(ids(&latest), format!("{},{}", range(1, 20), range(1001, 1020)));
     drop(latest);
-    pge.restore("at2", &["--time", &on_timeline_2, "--target-action", "promote"]).expect(0);
+    restore(&pge, "at2", &["--time", &on_timeline_2, "--target-action", "promote"]).expect(0);
     let at2 = start_restored(&pge, "at2", false);
     assert_eq!(ids(&at2), format!("{},{}", range(1, 20), range(1001, 1010)));
     drop(at2);
@@ -218,7 +144,7 @@ fn restore_across_a_promote_then_forget_and_a_damaged_segment() {
     assert_eq!(verified["ok"], true, "{verified}");
     assert_eq!(verified["backups"].as_array().unwrap().len(), 1, "{verified}");
     pge.ok(&["check", "--read-data"]);
-    let run = pge.restore("too-early", &["--time", &on_timeline_2]).expect(1);
+    let run = restore(&pge, "too-early", &["--time", &on_timeline_2]).expect(1);
     assert!(run.stderr.contains("before the oldest base backup"), "{}", run.stderr);
 
     // One flipped byte in the record of the segment the kept backup starts in.
@@ -231,7 +157,7 @@ fn restore_across_a_promote_then_forget_and_a_damaged_segment() {
     let run = pge.run(&["pg", "verify", "--source", SOURCE, "--read-data"]).expect(1);
     assert!(run.stdout.contains(&format!("damaged: {keep_from}")), "{}", run.stdout);
     assert!(run.stderr.contains("are damaged"), "{}", run.stderr);
-    let run = pge.restore("damaged", &[]).expect(1);
+    let run = restore(&pge, "damaged", &[]).expect(1);
     assert!(run.stderr.contains(&keep_from) && run.stderr.contains("damaged"), "{}", run.stderr);
     assert!(!pge.env.path("pg/damaged").exists());
     let dest = pge.env.arg("pg/fetched");
@@ -282,14 +208,9 @@ fn archive_push_while_the_repository_server_is_down_loses_nothing() {
     let server = Server::start(&pge.env, &served, 0);
     let port = server.port;
     pge.repo = format!("http://127.0.0.1:{port}/");
-    let options = PgOptions {
-        archive_command: Some(pge.command_line(&format!("pg archive-push --source {SOURCE} %p"))),
-        ..PgOptions::default()
-    };
-    let Some(pg) = PgCluster::start_or_skip("pg_safety_unreachable", &options) else {
+    let Some(pg) = pge.archiving_cluster("pg_safety_unreachable") else {
         return;
     };
-    pge.ok(&["init"]);
     pg.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)").unwrap();
     pge.ok(&["pg", "backup", "--source", SOURCE, "--connect", &pg.connstr()]);
     switch_and_wait(&pg);

@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use tidemark_service_core::api::{
-    Catalog, Claim, JobFilter, JobKind, JobLogLine, JobRecord, JobStatus, RunKey, Trigger,
+    Catalog, CatalogError, Claim, JobFilter, JobKind, JobLogLine, JobRecord, JobStatus, RunKey, Trigger,
 };
 
 use crate::ts;
@@ -64,7 +64,11 @@ fn jobs_insert_get_update(c: &dyn Catalog) {
     assert_eq!(c.job(&j.id).unwrap(), None);
     c.insert_job(&j).unwrap();
     assert_eq!(c.job(&j.id).unwrap().as_ref(), Some(&j), "a job reads back exactly, nanoseconds too");
-    assert!(c.insert_job(&j).is_err(), "a second insert of one id is refused");
+    match c.insert_job(&j) {
+        Err(CatalogError::Conflict(message)) => assert!(message.contains(&j.id), "{message}"),
+        other => panic!("a second insert of one id is a conflict, not {other:?}"),
+    }
+    assert_eq!(c.jobs(&JobFilter::default()).unwrap().len(), 1, "the refused insert added nothing");
 
     j.status = JobStatus::Succeeded;
     j.started = Some(ts("2026-01-10T19:30:01Z"));
@@ -78,7 +82,10 @@ fn jobs_insert_get_update(c: &dyn Catalog) {
     assert_eq!(c.jobs(&JobFilter::default()).unwrap(), vec![j.clone()], "an update adds no job");
 
     let unknown = job("00000000000000ff", "uploads", JobKind::Backup, "2026-01-10T19:30:00Z");
-    assert!(c.update_job(&unknown).is_err(), "an update of an unknown job is refused");
+    match c.update_job(&unknown) {
+        Err(CatalogError::Conflict(message)) => assert!(message.contains(&unknown.id), "{message}"),
+        other => panic!("an update of an unknown job is a conflict, not {other:?}"),
+    }
     assert_eq!(c.job(&unknown.id).unwrap(), None);
 }
 

@@ -119,7 +119,9 @@ fn two_daemons_race_for_the_same_200_runs_and_each_is_granted_once() {
         }
     }
     assert_eq!(answers.len(), 200);
-    assert_eq!(won.len(), 2, "both daemons won runs: {won:?}");
+    // (Which daemon wins is up to the scheduler: on a loaded machine one may win all 200, so the
+    // test asserts only that every run has exactly one winner.)
+    assert!(!won.is_empty(), "{won:?}");
     // A third daemon finds every run held by its winner, or done.
     for (i, r) in runs.iter().enumerate() {
         let claim = daemons[0].claim(r, "daemon-c", until, now).unwrap();

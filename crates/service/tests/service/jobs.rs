@@ -5,27 +5,22 @@ use std::io::Read;
 
 use tidemark_service_core::{Control, ControlError, JobKind, JobRequest, JobStatus};
 
-use crate::support::{Gate, World, files_below, noise};
+use crate::support::{Delay, Gate, World, files_below, noise, parse_config, run, uploads};
 
-const UPLOADS: &str = r#"
-[sources.uploads]
-kind = "directory"
-paths = ["{ROOT}/src"]
-repository = "primary"
-schedule = "0 1 * * *"
-timezone = "Asia/Kolkata"
-window = "1h"
-retention = { keep_last = 2 }
+/// `uploads` with retention, an off-site copy and weekly drills.
+fn uploads_policy() -> String {
+    uploads(
+        r#"retention = { keep_last = 2 }
 copy_to = ["offsite"]
 drill = { schedule = "0 3 * * 0", scratch_dir = "{ROOT}/scratch", max_duration = "1h" }
-"#;
+"#,
+    )
+}
 
 #[test]
 fn backup_applies_retention_copies_off_site_and_shows_in_the_policy() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(UPLOADS);
-    let daemon = world.daemon(&config, "host-a", None);
-    daemon.recover().unwrap();
+    let daemon = world.recovered(&uploads_policy(), None);
     for round in 1..=3 {
         std::fs::write(world.path("src/notes.txt"), format!("version {round}")).unwrap();
         let job = daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
@@ -83,10 +78,8 @@ fn backup_applies_retention_copies_off_site_and_shows_in_the_policy() {
 #[test]
 fn a_second_backup_of_a_running_source_is_a_conflict() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(UPLOADS);
     let gate = Gate::at("backup");
-    let daemon = world.daemon(&config, "host-a", Some(gate.clone()));
-    daemon.recover().unwrap();
+    let daemon = world.recovered(&uploads_policy(), Some(gate.clone()));
     daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
     gate.wait_held();
     let again = daemon.start("uploads", &JobRequest::Backup, "ops");
@@ -95,22 +88,16 @@ fn a_second_backup_of_a_running_source_is_a_conflict() {
     assert_eq!(daemon.sources().unwrap()[0].health, "running");
     gate.release_all();
     daemon.wait_idle();
-    daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
-    daemon.wait_idle();
+    run(&daemon, "uploads", &JobRequest::Backup);
 }
 
 #[test]
 fn a_drill_restores_verifies_measures_and_cleans_up() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(UPLOADS);
-    let daemon = world.daemon(&config, "host-a", None);
-    daemon.recover().unwrap();
-    daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
-    daemon.wait_idle();
+    let daemon = world.recovered(&uploads_policy(), None);
+    run(&daemon, "uploads", &JobRequest::Backup);
     world.clock.advance(jiff::SignedDuration::from_mins(1));
-    let drill = daemon.start("uploads", &JobRequest::Drill, "ops").unwrap();
-    daemon.wait_idle();
-    let (job, log) = Control::job(&daemon, &drill.id).unwrap();
+    let (job, log) = run(&daemon, "uploads", &JobRequest::Drill);
     assert_eq!(job.kind, JobKind::Drill);
     assert_eq!(job.status, JobStatus::Succeeded, "{:?} {log:?}", job.message);
     assert_eq!(job.verified, Some(true));
@@ -120,18 +107,15 @@ fn a_drill_restores_verifies_measures_and_cleans_up() {
     let drills = daemon.drills(Some("uploads")).unwrap();
     assert_eq!(drills.len(), 1);
     assert!(drills[0].ok);
-    assert_eq!(daemon.policy().unwrap()[0].last_drill.as_ref().map(|d| d.job.clone()), Some(drill.id));
+    assert_eq!(daemon.policy().unwrap()[0].last_drill.as_ref().map(|d| d.job.clone()), Some(job.id));
     assert!(world.hooks.events().is_empty());
 }
 
 #[test]
 fn a_drill_on_a_corrupt_pack_fails_and_notifies() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(UPLOADS);
-    let daemon = world.daemon(&config, "host-a", None);
-    daemon.recover().unwrap();
-    daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
-    daemon.wait_idle();
+    let daemon = world.recovered(&uploads_policy(), None);
+    run(&daemon, "uploads", &JobRequest::Backup);
     // Damage the data pack: flip bytes in the middle of the largest file under data/.
     let mut packs = Vec::new();
     collect_files(&world.path("primary/data"), &mut packs);
@@ -143,9 +127,7 @@ fn a_drill_on_a_corrupt_pack_fails_and_notifies() {
     }
     std::fs::write(&pack, bytes).unwrap();
     world.clock.advance(jiff::SignedDuration::from_mins(1));
-    let drill = daemon.start("uploads", &JobRequest::Drill, "ops").unwrap();
-    daemon.wait_idle();
-    let (job, log) = Control::job(&daemon, &drill.id).unwrap();
+    let (job, log) = run(&daemon, "uploads", &JobRequest::Drill);
     assert_eq!(job.status, JobStatus::Failed, "{:?} {log:?}", job.message);
     assert_eq!(job.verified, Some(false));
     assert!(job.message.as_deref().unwrap_or_default().contains("check --read-data"), "{:?}", job.message);
@@ -153,7 +135,7 @@ fn a_drill_on_a_corrupt_pack_fails_and_notifies() {
     assert_eq!(world.hooks.events(), vec!["drill_failed"]);
     let notice = &world.hooks.all()[0];
     assert_eq!(notice["source"], "uploads");
-    assert_eq!(notice["job"]["id"], drill.id.as_str());
+    assert_eq!(notice["job"]["id"], job.id.as_str());
     assert_eq!(notice["job"]["verified"], false);
     assert!(!daemon.drills(None).unwrap()[0].ok);
 }
@@ -162,24 +144,12 @@ fn a_drill_on_a_corrupt_pack_fails_and_notifies() {
 fn a_failed_backup_notifies_job_failed_and_the_source_is_failing() {
     let world = World::new("2026-01-10T12:00:00Z");
     std::fs::write(world.path("wrong.pass"), "not the password").unwrap();
-    let text = world.config_text(UPLOADS).replace(
-        &format!(
-            "url = \"{}/primary\"\npassword_file = \"{}/repo.pass\"",
-            world.dir.path().display(),
-            world.dir.path().display()
-        ),
-        &format!(
-            "url = \"{}/primary\"\npassword_file = \"{}/wrong.pass\"",
-            world.dir.path().display(),
-            world.dir.path().display()
-        ),
-    );
-    let config = std::sync::Arc::new(tidemark_service_core::Config::parse(&text, "t.toml").unwrap());
-    let daemon = world.daemon(&config, "host-a", None);
+    let root = world.dir.path().display();
+    let primary = format!("url = \"{root}/primary\"\npassword_file = \"{root}/repo.pass\"");
+    let text = world.config_text(&uploads_policy()).replace(&primary, &primary.replace("repo.pass", "wrong.pass"));
+    let daemon = world.daemon(&parse_config(&text), "host-a", None);
     daemon.recover().unwrap();
-    let job = daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
-    daemon.wait_idle();
-    let (job, _) = Control::job(&daemon, &job.id).unwrap();
+    let (job, _) = run(&daemon, "uploads", &JobRequest::Backup);
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job.message.as_deref().unwrap_or_default().contains("primary"), "{:?}", job.message);
     assert_eq!(world.hooks.events(), vec!["job_failed"]);
@@ -189,16 +159,11 @@ fn a_failed_backup_notifies_job_failed_and_the_source_is_failing() {
 #[test]
 fn a_restore_on_request_writes_the_snapshot_into_an_empty_target() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(UPLOADS);
-    let daemon = world.daemon(&config, "host-a", None);
-    daemon.recover().unwrap();
-    daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
-    daemon.wait_idle();
+    let daemon = world.recovered(&uploads_policy(), None);
+    run(&daemon, "uploads", &JobRequest::Backup);
     let target = world.path("restored");
     let request = JobRequest::Restore { snapshot: None, target: target.display().to_string(), include: vec![] };
-    let job = daemon.start("uploads", &request, "ops").unwrap();
-    daemon.wait_idle();
-    let (job, log) = Control::job(&daemon, &job.id).unwrap();
+    let (job, log) = run(&daemon, "uploads", &request);
     assert_eq!(job.status, JobStatus::Succeeded, "{:?} {log:?}", job.message);
     let restored = target.join(world.path("src").strip_prefix("/").unwrap());
     assert_eq!(std::fs::read_to_string(restored.join("notes.txt")).unwrap(), "first version");
@@ -221,16 +186,11 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn a_drill_slower_than_max_duration_fails_and_notifies() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(&UPLOADS.replace("max_duration = \"1h\"", "max_duration = \"1s\""));
-    let slow =
-        std::sync::Arc::new(crate::support::Delay { step: "verify", by: std::time::Duration::from_millis(1500) });
-    let daemon = world.daemon(&config, "host-a", Some(slow));
-    daemon.recover().unwrap();
-    daemon.start("uploads", &JobRequest::Backup, "ops").unwrap();
-    daemon.wait_idle();
-    let drill = daemon.start("uploads", &JobRequest::Drill, "ops").unwrap();
-    daemon.wait_idle();
-    let (job, _) = Control::job(&daemon, &drill.id).unwrap();
+    let sources = uploads_policy().replace("max_duration = \"1h\"", "max_duration = \"1s\"");
+    let slow = std::sync::Arc::new(Delay { step: "verify", by: std::time::Duration::from_millis(1500) });
+    let daemon = world.recovered(&sources, Some(slow));
+    run(&daemon, "uploads", &JobRequest::Backup);
+    let (job, _) = run(&daemon, "uploads", &JobRequest::Drill);
     assert_eq!(job.status, JobStatus::Failed, "{:?}", job.message);
     let message = job.message.unwrap();
     assert!(message.contains("longer than max_duration 1s"), "{message}");

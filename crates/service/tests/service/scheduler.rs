@@ -4,18 +4,7 @@ use std::sync::Arc;
 
 use tidemark_service_core::{Claim, JobKind, JobRecord, JobStatus, RunKey, Trigger};
 
-use crate::support::{Gate, World};
-
-/// A daily backup at 01:00 in Kolkata with a one-hour window.
-const DAILY_KOLKATA: &str = r#"
-[sources.uploads]
-kind = "directory"
-paths = ["{ROOT}/src"]
-repository = "primary"
-schedule = "0 1 * * *"
-timezone = "Asia/Kolkata"
-window = "1h"
-"#;
+use crate::support::{Gate, World, uploads};
 
 fn of_status(jobs: &[JobRecord], status: JobStatus) -> Vec<JobRecord> {
     jobs.iter().filter(|j| j.status == status).cloned().collect()
@@ -24,7 +13,7 @@ fn of_status(jobs: &[JobRecord], status: JobStatus) -> Vec<JobRecord> {
 #[test]
 fn daily_run_in_kolkata_starts_at_its_utc_instant_once() {
     let world = World::new("2026-01-10T12:00:00Z");
-    let config = world.config(DAILY_KOLKATA);
+    let config = world.config(&uploads(""));
     let daemon = world.daemon(&config, "host-a", None);
     assert!(daemon.recover().unwrap().is_empty());
     assert!(daemon.tick().unwrap().started.is_empty(), "nothing is due at noon UTC");
@@ -61,7 +50,7 @@ fn daily_run_in_kolkata_starts_at_its_utc_instant_once() {
 #[test]
 fn dst_spring_forward_and_fall_back_run_once_each() {
     let world = World::new("2026-03-07T12:00:00Z");
-    let config = world.config(
+    let daemon = world.recovered(
         r#"
 [sources.nightly]
 kind = "directory"
@@ -79,9 +68,8 @@ schedule = "30 1 * * *"
 timezone = "America/New_York"
 window = "2h"
 "#,
+        None,
     );
-    let daemon = world.daemon(&config, "host-a", None);
-    daemon.recover().unwrap();
     // 2026-03-08 02:30 does not exist in New York: the run is at 03:00 EDT, 07:00 UTC.
     world.set("2026-03-08T06:59:00Z");
     let before: Vec<String> = daemon.tick().unwrap().started.iter().map(|j| j.source.clone()).collect();
@@ -109,9 +97,7 @@ window = "2h"
 #[test]
 fn a_run_that_cannot_start_in_its_window_is_missed_and_notified() {
     let world = World::new("2026-01-10T19:00:00Z");
-    let config = world.config(DAILY_KOLKATA);
-    let daemon = world.daemon(&config, "host-a", None);
-    daemon.recover().unwrap();
+    let daemon = world.recovered(&uploads(""), None);
     daemon.tick().unwrap();
     // The daemon was stalled past the window's end (19:30 + 1h).
     world.set("2026-01-10T20:45:00Z");
@@ -136,7 +122,7 @@ fn a_run_that_cannot_start_in_its_window_is_missed_and_notified() {
 #[test]
 fn after_downtime_the_latest_run_catches_up_once_and_the_others_are_missed() {
     let world = World::new("2026-01-10T19:30:00Z");
-    let config = world.config(DAILY_KOLKATA);
+    let config = world.config(&uploads(""));
     let first = world.daemon(&config, "host-a", None);
     first.recover().unwrap();
     world.set("2026-01-10T19:30:05Z");
@@ -168,23 +154,9 @@ fn after_downtime_the_latest_run_catches_up_once_and_the_others_are_missed() {
 #[test]
 fn overrun_cancel_stops_the_job_at_its_window_end() {
     let world = World::new("2026-01-10T19:00:00Z");
-    let config = world.config(
-        r#"
-[sources.uploads]
-kind = "directory"
-paths = ["{ROOT}/src"]
-repository = "primary"
-schedule = "0 1 * * *"
-timezone = "Asia/Kolkata"
-window = "1h"
-overrun = "cancel"
-retention = { keep_last = 1 }
-copy_to = ["offsite"]
-"#,
-    );
+    let sources = uploads("overrun = \"cancel\"\nretention = { keep_last = 1 }\ncopy_to = [\"offsite\"]\n");
     let gate = Gate::at("retention");
-    let daemon = world.daemon(&config, "host-a", Some(gate.clone()));
-    daemon.recover().unwrap();
+    let daemon = world.recovered(&sources, Some(gate.clone()));
     world.set("2026-01-10T19:30:00Z");
     let id = daemon.tick().unwrap().started[0].id.clone();
     assert_eq!(gate.wait_held(), id);
@@ -197,7 +169,7 @@ copy_to = ["offsite"]
     let job = world.catalog.job(&id).unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Cancelled, "{job:?}");
     assert!(job.message.unwrap().contains("overrun = \"cancel\""));
-    let log: Vec<String> = world.catalog.job_log(&id).unwrap().into_iter().map(|l| l.message).collect();
+    let log = world.log(&id);
     assert!(log.iter().any(|l| l.contains("cancelled before retention")), "{log:?}");
     // The copy step never ran.
     assert!(world.open("offsite").snapshots().unwrap().is_empty());
@@ -207,7 +179,7 @@ copy_to = ["offsite"]
 #[test]
 fn a_job_left_running_by_a_crash_is_marked_interrupted_and_rerun() {
     let world = World::new("2026-01-10T19:40:00Z");
-    let config = world.config(DAILY_KOLKATA);
+    let config = world.config(&uploads(""));
     // What a crash leaves behind: a job `running` in the catalog and its lease.
     let scheduled = "2026-01-10T19:30:00Z".parse().unwrap();
     let crashed = JobRecord {
@@ -251,7 +223,7 @@ fn a_job_left_running_by_a_crash_is_marked_interrupted_and_rerun() {
 #[test]
 fn two_daemons_sharing_a_catalog_run_each_scheduled_backup_once() {
     let world = World::new("2026-01-10T19:00:00Z");
-    let config = world.config(DAILY_KOLKATA);
+    let config = world.config(&uploads(""));
     let gate = Gate::at("backup");
     let a = world.daemon(&config, "host-a", Some(gate.clone()));
     let b = world.daemon(&config, "host-b", Some(gate.clone()));
@@ -280,10 +252,8 @@ fn two_daemons_sharing_a_catalog_run_each_scheduled_backup_once() {
 #[test]
 fn overrun_continue_lets_the_job_finish_and_logs_it() {
     let world = World::new("2026-01-10T19:00:00Z");
-    let config = world.config(DAILY_KOLKATA);
     let gate = Gate::at("backup");
-    let daemon = world.daemon(&config, "host-a", Some(gate.clone()));
-    daemon.recover().unwrap();
+    let daemon = world.recovered(&uploads(""), Some(gate.clone()));
     world.set("2026-01-10T19:30:00Z");
     let id = daemon.tick().unwrap().started[0].id.clone();
     gate.wait_held();
@@ -294,7 +264,7 @@ fn overrun_continue_lets_the_job_finish_and_logs_it() {
     daemon.wait_idle();
     let job = world.catalog.job(&id).unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
-    let log: Vec<String> = world.catalog.job_log(&id).unwrap().into_iter().map(|l| l.message).collect();
+    let log = world.log(&id);
     assert!(log.iter().any(|l| l.contains("overrun = \"continue\" lets it finish")), "{log:?}");
     assert!(world.hooks.events().is_empty());
 }

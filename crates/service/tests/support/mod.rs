@@ -16,11 +16,27 @@ use tempfile::TempDir;
 use tidemark_repo::format::keys::KdfParams;
 use tidemark_repo::{Credential, InitOptions, Repository};
 use tidemark_service::{Daemon, DaemonOptions, JobHook, ManualClock};
-use tidemark_service_core::{Catalog, Config, JobFilter, JobRecord};
+use tidemark_service_core::{Catalog, Config, Control, JobFilter, JobLogLine, JobRecord, JobRequest};
 use tidemark_service_state::MemoryCatalog;
 use tidemark_storage::LocalStorage;
 
 pub const PASSWORD: &str = "daemon test password";
+
+/// `[sources.uploads]`: `{ROOT}/src` into `primary`, daily at 01:00 in Kolkata with a one-hour
+/// window, then the `extra` lines (TOML) of the same source.
+pub fn uploads(extra: &str) -> String {
+    format!(
+        r#"
+[sources.uploads]
+kind = "directory"
+paths = ["{{ROOT}}/src"]
+repository = "primary"
+schedule = "0 1 * * *"
+timezone = "Asia/Kolkata"
+window = "1h"
+{extra}"#
+    )
+}
 
 /// A temporary world for one test.
 pub struct World {
@@ -84,8 +100,7 @@ url = "{hook}"
     }
 
     pub fn config(&self, sources: &str) -> Arc<Config> {
-        let text = self.config_text(sources);
-        Arc::new(Config::parse(&text, "tidemark.toml").unwrap_or_else(|e| panic!("config: {e}\n{text}")))
+        parse_config(&self.config_text(sources))
     }
 
     /// A daemon owned by `owner` on this world's catalog and clock.
@@ -93,6 +108,18 @@ url = "{hook}"
         let options =
             DaemonOptions { owner: owner.into(), clock: self.clock.clone(), hook, ..DaemonOptions::default() };
         Daemon::new(config.clone(), self.catalog.clone(), options)
+    }
+
+    /// A daemon owned by `host-a` on the config of `sources`, recovered as at its start.
+    pub fn recovered(&self, sources: &str, hook: Option<Arc<dyn JobHook>>) -> Daemon {
+        let daemon = self.daemon(&self.config(sources), "host-a", hook);
+        daemon.recover().unwrap();
+        daemon
+    }
+
+    /// The messages of a job's log.
+    pub fn log(&self, id: &str) -> Vec<String> {
+        self.catalog.job_log(id).unwrap().into_iter().map(|l| l.message).collect()
     }
 
     pub fn set(&self, now: &str) {
@@ -107,6 +134,18 @@ url = "{hook}"
         let cred = Credential::Password(PASSWORD.as_bytes().to_vec());
         Repository::open(Arc::new(LocalStorage::new(self.path(name))), &cred).unwrap()
     }
+}
+
+/// A config parsed from `text` (panics with the text if it does not parse).
+pub fn parse_config(text: &str) -> Arc<Config> {
+    Arc::new(Config::parse(text, "tidemark.toml").unwrap_or_else(|e| panic!("config: {e}\n{text}")))
+}
+
+/// Starts a job of `source` by `ops` and waits until the daemon is idle: the job and its log.
+pub fn run(daemon: &Daemon, source: &str, request: &JobRequest) -> (JobRecord, Vec<JobLogLine>) {
+    let job = daemon.start(source, request, "ops").unwrap();
+    daemon.wait_idle();
+    Control::job(daemon, &job.id).unwrap()
 }
 
 /// Deterministic pseudo-random bytes.

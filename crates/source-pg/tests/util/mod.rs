@@ -1,14 +1,147 @@
-//! Helpers for the replication tests: clusters, sinks that collect or extract a base backup, and
-//! a WAL segment writer.
+//! Helpers for the PostgreSQL tests: clusters, sinks that collect or extract a base backup, a WAL
+//! segment writer, and (for the archive, retention and restore tests) a repository in memory with
+//! an archiving cluster, its WAL pushed and fetched back.
+
+// Each test binary uses a part of these.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tidemark_source_pg::{ArchiveInfo, BackupStart, BaseBackupSink, Lsn, Member, MemberKind, PgError, wal};
+use jiff::Timestamp;
+use tidemark_repo::format::keys::KdfParams;
+use tidemark_repo::{Credential, InitOptions, Repository};
+use tidemark_source_pg::archive;
+use tidemark_source_pg::{
+    ArchiveInfo, BackupStart, BaseBackupSink, Lsn, Member, MemberKind, PgBackupOptions, PgError, PgRestoreOptions,
+    PushOutcome, RecoveryTarget, TargetAction, archive_get, archive_push, wal,
+};
+use tidemark_storage::MemoryStorage;
 use tidemark_testkit::postgres::{PgCluster, PgOptions};
+
+/// The source name the repository-side tests use.
+pub const SOURCE: &str = "main";
+
+/// A repository in memory (password `pw`, a cheap KDF), and its storage for faults and damage.
+pub fn repo() -> (MemoryStorage, Repository) {
+    let mem = MemoryStorage::new();
+    let opts = InitOptions { kdf: KdfParams { m_kib: 1024, t: 1, p: 1 }, ..Default::default() };
+    let repo = Repository::init(Arc::new(mem.clone()), &Credential::Password(b"pw".to_vec()), &opts).unwrap();
+    (mem, repo)
+}
+
+/// A cluster archiving with `cp` into `../wal-archive` (relative to its data directory).
+pub fn archiving_cluster(test: &str) -> Option<(PgCluster, PathBuf)> {
+    let options = PgOptions {
+        archive_command: Some("mkdir -p ../wal-archive && cp %p ../wal-archive/%f".into()),
+        ..PgOptions::default()
+    };
+    let pg = PgCluster::start_or_skip(test, &options)?;
+    let dir = pg.scratch_dir("wal-archive").unwrap();
+    Some((pg, dir))
+}
+
+/// Base backup options for [`SOURCE`] from `pg`, tagged `pg`.
+pub fn backup_options(pg: &PgCluster) -> PgBackupOptions {
+    PgBackupOptions {
+        source: SOURCE.into(),
+        connect: pg.connstr(),
+        label: "test".into(),
+        host: "db1".into(),
+        tags: vec!["pg".into()],
+    }
+}
+
+/// Restore options for [`SOURCE`] into `dir`, promoting at `target`, fetching WAL from `fetched`.
+pub fn restore_options(dir: &Path, target: RecoveryTarget, fetched: &Path) -> PgRestoreOptions {
+    PgRestoreOptions {
+        source: SOURCE.into(),
+        target_dir: dir.to_path_buf(),
+        target,
+        target_action: TargetAction::Promote,
+        restore_command: format!("cp {}/%f %p", fetched.display()),
+    }
+}
+
+/// Switch to a new segment and wait until PostgreSQL has archived the finished one.
+pub fn switch_and_wait(pg: &PgCluster) {
+    let name = pg.psql("SELECT pg_walfile_name(pg_switch_wal())").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").unwrap() < name {
+        assert!(Instant::now() < deadline, "{name} was not archived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Push every file PostgreSQL archived so far (again: identical ones are success); how many
+/// were new.
+pub fn push_all(repo: &Repository, dir: &Path) -> usize {
+    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let mut stored = 0;
+    for path in names {
+        match archive_push(repo, SOURCE, &path).unwrap() {
+            PushOutcome::Stored => stored += 1,
+            PushOutcome::AlreadyIdentical => {}
+        }
+    }
+    stored
+}
+
+/// Fetch every archived file into `dir` with archive_get (readable by the server's `cp`).
+pub fn fetch_all(repo: &Repository, dir: &Path) {
+    for name in archive::list_wal(repo, SOURCE).unwrap() {
+        let dest = dir.join(&name);
+        assert!(archive_get(repo, SOURCE, &name, &dest).unwrap(), "{name}");
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+/// The complete WAL segment files (24-character names) in `dir`, sorted.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().len() == 24).collect();
+    segments.sort();
+    segments
+}
+
+/// The server's clock.
+pub fn now_in_server(pg: &PgCluster) -> Timestamp {
+    let micros: i64 =
+        pg.psql("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint").unwrap().parse().unwrap();
+    Timestamp::from_microsecond(micros).unwrap()
+}
+
+/// Waits (up to two minutes) until a restored cluster has finished recovery.
+pub fn wait_promoted(pg: &PgCluster) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pg.psql("SELECT pg_is_in_recovery()").unwrap() != "f" {
+        assert!(Instant::now() < deadline, "recovery did not finish: {}", fs::read_to_string(pg.log_path()).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Inserts the rows `from..=to` into `t (id)`, one statement each.
+pub fn insert(pg: &PgCluster, from: u32, to: u32) {
+    for i in from..=to {
+        pg.psql(&format!("INSERT INTO t (id) VALUES ({i})")).unwrap();
+    }
+}
+
+/// The ids in table `t`, in order, comma-separated.
+pub fn ids(pg: &PgCluster) -> String {
+    pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").unwrap()
+}
+
+/// `a,a+1,...,b`, as [`ids`] shows them.
+pub fn range(a: u32, b: u32) -> String {
+    (a..=b).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
 
 /// A started cluster, or `None` after a loud skip when PostgreSQL is not installed.
 pub fn cluster(test: &str, options: &PgOptions) -> Option<PgCluster> {
