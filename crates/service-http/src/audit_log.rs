@@ -1,6 +1,8 @@
 //! The audit log file, `state_dir/audit.log`: hash-chained JSON lines (see
-//! [`tidemark_service_core::audit`]), appended by one writer behind a mutex, each line flushed to
-//! disk before the call it records is answered.
+//! [`tidemark_service_core::audit`]), each line flushed to disk before the call it records is
+//! answered. Writers in one process take a mutex; writers in several processes (the daemon and
+//! `tidemark token create`) also take an exclusive lock on the file, and a writer that finds the
+//! file grown since its last line continues the chain from the line another process appended.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -29,6 +31,9 @@ pub struct AuditLog {
 struct Writer {
     file: File,
     chain: AuditChain,
+    /// The file's size after this writer's last line: a different size means another process
+    /// appended, and the chain continues from its line.
+    end: u64,
 }
 
 /// What [`AuditLog::read`] returns: the log's last entries and whether the whole chain verifies.
@@ -72,7 +77,8 @@ impl AuditLog {
                     )
                 })?,
             };
-        Ok(AuditLog { path, writer: Mutex::new(Writer { file, chain }) })
+        let end = file.seek(SeekFrom::End(0)).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(AuditLog { path, writer: Mutex::new(Writer { file, chain, end }) })
     }
 
     /// The log's path.
@@ -83,12 +89,12 @@ impl AuditLog {
     /// Appends `entry` and flushes it to disk. Blocking: call it from a blocking thread.
     pub fn append(&self, entry: &AuditEntry) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut chain = writer.chain.clone();
-        let mut line = chain.append(entry);
-        line.push('\n');
-        let written = writer.file.write_all(line.as_bytes()).and_then(|()| writer.file.sync_data());
-        written.with_context(|| format!("cannot append to the audit log {}; check the disk", self.path.display()))?;
-        writer.chain = chain;
+        let path = self.path.display();
+        writer.file.lock().with_context(|| format!("cannot lock the audit log {path}"))?;
+        let appended = append_locked(&mut writer, entry);
+        let unlocked = writer.file.unlock();
+        appended.with_context(|| format!("cannot append to the audit log {path}; check the disk"))?;
+        unlocked.with_context(|| format!("cannot unlock the audit log {path}"))?;
         Ok(())
     }
 
@@ -117,6 +123,25 @@ impl AuditLog {
             .collect();
         Ok(AuditView { verified, problem, head, total: lines.len(), entries })
     }
+}
+
+/// Appends under the file lock, first catching up with lines other processes appended.
+fn append_locked(writer: &mut Writer, entry: &AuditEntry) -> anyhow::Result<()> {
+    let size = writer.file.seek(SeekFrom::End(0))?;
+    if size != writer.end {
+        writer.chain = match last_line(&mut writer.file)? {
+            None => AuditChain::new(),
+            Some(line) => AuditChain::resume(&line).map_err(|e| anyhow::anyhow!("its last line: {}", e.reason))?,
+        };
+    }
+    let mut chain = writer.chain.clone();
+    let mut line = chain.append(entry);
+    line.push('\n');
+    writer.file.write_all(line.as_bytes())?;
+    writer.file.sync_data()?;
+    writer.chain = chain;
+    writer.end = size + line.len() as u64;
+    Ok(())
 }
 
 /// The last complete line of the file, if any. A torn last line (a crash in the middle of a

@@ -46,6 +46,7 @@ pub fn create(state_dir: &Path, name: &str, role: Role) -> anyhow::Result<String
     store.insert(record);
     write(state_dir, &store)?;
     drop(lock);
+    audit_change(state_dir, "token create", &format!("token {name} ({})", role.as_str()))?;
     Ok(token)
 }
 
@@ -62,7 +63,26 @@ pub fn revoke(state_dir: &Path, name: &str) -> anyhow::Result<bool> {
         write(state_dir, &store)?;
     }
     drop(lock);
+    if removed {
+        audit_change(state_dir, "token revoke", &format!("token {name}"))?;
+    }
     Ok(removed)
+}
+
+/// Records a change of who may call the API in the audit log, beside the daemon's own lines:
+/// made on this host (the command line), so its address is the loopback one.
+fn audit_change(state_dir: &Path, action: &str, target: &str) -> anyhow::Result<()> {
+    let entry = tidemark_service_core::AuditEntry {
+        time: Timestamp::now(),
+        actor: Some("cli".into()),
+        role: Some(Role::Admin),
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        action: action.into(),
+        target: target.into(),
+        outcome: tidemark_service_core::audit::Outcome::Ok,
+        detail: None,
+    };
+    crate::AuditLog::open(state_dir)?.append(&entry)
 }
 
 /// The exclusive lock on `state_dir/tokens.lock` that serializes changes to the token file.

@@ -89,3 +89,30 @@ async fn a_modified_log_is_detected_and_a_torn_one_refused() {
     let error = format!("{:#}", Api::new(config.into(), server.fixture.clone()).unwrap_err());
     assert!(error.contains("incomplete") && error.contains("move the file aside"), "{error}");
 }
+
+#[tokio::test]
+async fn token_changes_from_another_process_join_the_running_server_chain() {
+    let server = TestServer::start(Options::default()).await;
+    let state = server.state_dir();
+    let status = |response: reqwest::Response| response.status().as_u16();
+    let snapshots = || server.client(ALLOWED).get(server.url("/api/v1/snapshots"));
+    assert_eq!(status(snapshots().bearer_auth(&server.tokens.viewer).send().await.unwrap()), 200);
+    // `tidemark token create` / `revoke` run beside the daemon and append to the same log (another
+    // open file, as another process would have), while the server keeps appending.
+    let fresh =
+        tidemark_service_http::tokens::create(&state, "deploy-bot", tidemark_service_core::Role::Operator).unwrap();
+    assert_eq!(status(snapshots().bearer_auth(&fresh).send().await.unwrap()), 200);
+    assert!(tidemark_service_http::tokens::revoke(&state, "deploy-bot").unwrap());
+    assert_eq!(status(snapshots().bearer_auth(&fresh).send().await.unwrap()), 401);
+
+    let text = std::fs::read_to_string(state.join(tidemark_service_http::AUDIT_FILE)).unwrap();
+    verify_chain(text.lines()).unwrap();
+    let entries = server.audit();
+    let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let actions: Vec<(&str, &str)> = entries.iter().map(|(_, e)| (e.action.as_str(), e.target.as_str())).collect();
+    assert_eq!(actions[1], ("token create", "token deploy-bot (operator)"));
+    assert_eq!(actions[3], ("token revoke", "token deploy-bot"));
+    assert_eq!(entries[1].1.actor.as_deref(), Some("cli"));
+    assert_eq!(entries[4].1.outcome, Outcome::Denied);
+}
