@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use futures::StreamExt;
 use jiff::Timestamp;
 use tidemark_repo::format::Id;
 use tidemark_repo::format::objects::{Snapshot, SnapshotSummary};
@@ -18,6 +17,7 @@ use tidemark_source_fs::Patterns;
 use tidemark_storage_s3::S3Config;
 
 use crate::client::{BodyReader, Bucket, io_is_temporary, metadata_attrs};
+use crate::names::unaddressable;
 use crate::walker::{FetchJob, Fetched, Listed, Walker};
 use crate::{BucketBackupOptions, BucketBackupOutcome, ObjectsError};
 
@@ -73,6 +73,9 @@ fn backoff(attempt: u32) {
 
 /// Read one object into the repository. A source problem is `Ok(Failed)`; `Err` is fatal.
 fn fetch(bucket: &Bucket, archiver: &Archiver, job: &FetchJob) -> Result<Fetched, RepoError> {
+    if unaddressable(&job.key).is_some() {
+        return fetch_exact(bucket, archiver, job);
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -106,6 +109,33 @@ fn fetch(bucket: &Bucket, archiver: &Archiver, job: &FetchJob) -> Result<Fetched
     }
 }
 
+/// [`fetch`] for a key the operator would normalize: one exact-key `GetObject`, in memory.
+fn fetch_exact(bucket: &Bucket, archiver: &Archiver, job: &FetchJob) -> Result<Fetched, RepoError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match bucket.block_on_raw(bucket.raw().get(&job.key, job.version.as_deref())) {
+            Ok((data, meta)) => {
+                let saved = archiver.save_reader(&mut data.as_slice())?;
+                let mut attrs = BTreeMap::new();
+                if let Some(ct) = meta.content_type {
+                    attrs.insert("content_type".to_string(), ct);
+                }
+                if !meta.user_metadata.is_empty() {
+                    attrs.insert(
+                        "user_metadata".to_string(),
+                        serde_json::to_string(&meta.user_metadata).unwrap_or_default(),
+                    );
+                }
+                return Ok(Fetched::Saved { saved, etag: meta.etag, attrs, warning: None });
+            }
+            Err(e) if e.is_not_found() => return Ok(Fetched::Failed("deleted while being backed up".into())),
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => backoff(attempt),
+            Err(e) => return Ok(Fetched::Failed(format!("unreadable: {e}"))),
+        }
+    }
+}
+
 fn fetch_loop(
     bucket: &Bucket,
     archiver: &Archiver,
@@ -130,62 +160,50 @@ fn fetch_loop(
     }
 }
 
-/// Stream the listing into `visit`, retrying a failed page (plain listings resume after the last
-/// key; version listings restart only before the first entry).
+/// Stream the listing (with `versions`, every version but no delete markers) into `visit`,
+/// retrying a failed page. The exact-key client lists: the operator's listing drops the leading
+/// `/` of keys at the bucket root, so `/lead` would be read as `lead`.
 fn list(
     bucket: &Bucket,
     versions: bool,
     visit: &mut dyn FnMut(Listed) -> Result<(), ObjectsError>,
 ) -> Result<(), ObjectsError> {
-    let mut last: Option<String> = None;
+    let (mut next, mut next_version): (Option<String>, Option<String>) = (None, None);
     let mut attempt = 0;
-    'restart: loop {
-        let options = opendal::options::ListOptions {
-            recursive: true,
-            versions,
-            start_after: last.clone(),
-            ..Default::default()
+    loop {
+        let raw = bucket.raw();
+        let page = if versions {
+            bucket.block_on_raw(raw.list_versions_page(next.as_deref(), next_version.as_deref()))
+        } else {
+            bucket.block_on_raw(raw.list_page(next.as_deref(), None))
         };
-        let mut lister = match bucket.block_on(bucket.op().lister_options("", options)) {
-            Ok(l) => l,
-            Err(e) if e.is_temporary() && attempt + 1 < ATTEMPTS => {
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if e.is_transient() && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
                 backoff(attempt);
                 continue;
             }
-            Err(e) => return Err(bucket.error("list", "", e).into()),
+            Err(e) => return Err(e.into()),
         };
-        loop {
-            let next = match bucket.block_on(async { lister.next().await.transpose() }) {
-                Ok(next) => next,
-                Err(e) if e.is_temporary() && attempt + 1 < ATTEMPTS && (!versions || last.is_none()) => {
-                    attempt += 1;
-                    backoff(attempt);
-                    continue 'restart;
-                }
-                Err(e) => return Err(bucket.error("list", "", e).into()),
-            };
-            let Some(entry) = next else { return Ok(()) };
-            let path = entry.path();
+        for object in page.objects {
             // The prefix's own directory marker.
-            if path == "/" || path.is_empty() {
+            if object.key.is_empty() {
                 continue;
             }
-            let meta = entry.metadata();
-            let mtime_ns =
-                meta.last_modified().map_or(0, |t| i64::try_from(t.into_inner().as_nanosecond()).unwrap_or(i64::MAX));
-            let listed = Listed {
-                key: path.to_string(),
-                size: meta.content_length(),
-                etag: meta.etag().map(str::to_string),
+            let mtime_ns = object.last_modified.map_or(0, |t| i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX));
+            visit(Listed {
+                key: object.key,
+                size: object.size,
+                etag: object.etag,
                 mtime_ns,
-                version: meta.version().map(str::to_string),
-                current: meta.is_current() != Some(false) && !meta.is_deleted(),
-            };
-            if !versions {
-                last = Some(listed.key.clone());
-            }
-            visit(listed)?;
+                version: object.version,
+                current: object.latest,
+            })?;
+        }
+        match page.next {
+            Some(marker) => (next, next_version) = (Some(marker), page.next_version),
+            None => return Ok(()),
         }
     }
 }

@@ -15,13 +15,15 @@ use bytes::Buf;
 use futures::StreamExt;
 use opendal::{Buffer, Metadata, Operator};
 use tidemark_storage::{ErrorKind, StorageError};
-use tidemark_storage_s3::S3Config;
+use tidemark_storage_s3::{RawBucket, S3Config};
 
 use crate::ObjectsError;
 
 /// A connection to one bucket below a prefix.
 pub(crate) struct Bucket {
     op: Operator,
+    /// Exact-key requests, for the keys the operator would normalize, and listings.
+    raw: RawBucket,
     runtime: Option<tokio::runtime::Runtime>,
     location: String,
     timeout: Duration,
@@ -45,13 +47,14 @@ impl Bucket {
             ObjectsError::Invalid(format!("cannot set up the S3 client for {location}: {what}: {err}"))
         };
         let op = tidemark_storage_s3::operator(config).map_err(|e| ObjectsError::Invalid(e.to_string()))?;
+        let raw = RawBucket::new(config).map_err(|e| ObjectsError::Invalid(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tidemark-objects")
             .enable_all()
             .build()
             .map_err(|e| setup("runtime", &e))?;
-        Ok(Bucket { op, runtime: Some(runtime), location, timeout: config.request_timeout })
+        Ok(Bucket { op, raw, runtime: Some(runtime), location, timeout: config.request_timeout })
     }
 
     /// The operator (paths are keys relative to the prefix).
@@ -68,6 +71,22 @@ impl Bucket {
             Ok(result) => result,
             Err(_) => Err(opendal::Error::new(opendal::ErrorKind::Unexpected, "request timed out").set_temporary()),
         }
+    }
+
+    /// The exact-key client (keys relative to the prefix, never normalized).
+    pub(crate) fn raw(&self) -> &RawBucket {
+        &self.raw
+    }
+
+    /// Run one exact-key request to completion (it has its own request timeout).
+    pub(crate) fn block_on_raw<T>(
+        &self,
+        fut: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(StorageError::new(ErrorKind::Permanent, "S3 client is shut down"));
+        };
+        runtime.block_on(fut)
     }
 
     /// A storage error for a failed `action` on `key`.

@@ -75,10 +75,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Why a key (relative to the bucket prefix) cannot be read or written exactly through the S3
-/// client, or `None` when it can. The client normalizes paths (trims whitespace, drops leading
-/// and doubled `/`), and HTTP resolves `.` and `..` segments, so such keys would silently address
-/// another object: they are reported and skipped instead.
+/// Why a key (relative to the bucket prefix) cannot be read or written exactly through the
+/// OpenDAL operator, or `None` when it can. The operator normalizes paths (trims whitespace, drops
+/// leading and doubled `/`), and its HTTP client resolves `.` and `..` segments, so such keys
+/// would silently address another object: backup and restore to a bucket send them through the
+/// exact-key client ([`tidemark_storage_s3::RawBucket`]) instead.
 pub fn unaddressable(key: &str) -> Option<&'static str> {
     let body = key.strip_suffix('/').unwrap_or(key);
     if body.is_empty() {
@@ -89,6 +90,20 @@ pub fn unaddressable(key: &str) -> Option<&'static str> {
         Some("key has an empty path segment ('//' or a leading '/')")
     } else if body.split('/').any(|c| c == "." || c == "..") {
         Some("key has a '.' or '..' segment")
+    } else {
+        None
+    }
+}
+
+/// Why a key cannot become a path below a restore directory, or `None` when it can: an empty
+/// (`a//b`, `/lead`), `.` or `..` component would resolve to another path (or outside the target),
+/// and its escaped node name (`%empty`, `%dot`, `%dotdot`) could be mistaken for a real key.
+pub fn not_a_path(key: &str) -> Option<&'static str> {
+    let body = key.strip_suffix('/').unwrap_or(key);
+    if body.split('/').any(str::is_empty) {
+        Some("the key has an empty path segment ('//' or a leading '/')")
+    } else if body.split('/').any(|c| c == "." || c == "..") {
+        Some("the key has a '.' or '..' segment")
     } else {
         None
     }
@@ -143,6 +158,11 @@ mod tests {
         }
         for good in ["a/b", "a b/c", "dir/", "%x", "a.b/..c"] {
             assert_eq!(unaddressable(good), None, "{good:?}");
+            assert_eq!(not_a_path(good), None, "{good:?}");
         }
+        for bad in ["a//b", "/a", "a/./b", "../x", "a/..", "a//"] {
+            assert!(not_a_path(bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(not_a_path(" a "), None);
     }
 }

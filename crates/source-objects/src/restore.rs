@@ -3,7 +3,10 @@
 //!
 //! Into a bucket, each object is written under its key below the target prefix with its content
 //! type and user metadata; without `overwrite`, an existing key is skipped (a HEAD first, and a
-//! conditional `If-None-Match: *` write against races). Into a directory, each key becomes a path
+//! conditional `If-None-Match: *` write against races); keys the OpenDAL operator would normalize
+//! (`a//b`, `/lead`, `x/../y`) go through the exact-key client, whole in memory. Keys with an empty,
+//! `.` or `..` segment are refused (reported) by a restore into a directory, where they would
+//! escape the target or collide with another key's path. Into a directory, each key becomes a path
 //! built only from node names that are single safe components; every parent is checked to be a
 //! real directory (never a symlink) before anything is created below it, and files are created
 //! with `O_CREAT | O_EXCL | O_NOFOLLOW` (replaced, with `overwrite`, by renaming a temporary file).
@@ -179,7 +182,7 @@ impl Tally {
 }
 
 enum Sink {
-    Bucket(Bucket),
+    Bucket(Box<Bucket>),
     Dir(PathBuf),
 }
 
@@ -218,9 +221,8 @@ fn write_object(
     overwrite: bool,
     tally: &mut Tally,
 ) -> Result<(), RepoError> {
-    if let Some(why) = unaddressable(&item.key) {
-        tally.error(&item.key, format!("not restored: {why}, which the S3 client cannot address exactly"));
-        return Ok(());
+    if unaddressable(&item.key).is_some() {
+        return write_object_exact(bucket, repo, item, overwrite, tally);
     }
     let op = bucket.op();
     if !overwrite && !item.marker {
@@ -300,6 +302,64 @@ fn write_object(
     Ok(())
 }
 
+/// [`write_object`] for a key the operator would normalize (`a//b`, `/lead`, `x/../y`): one
+/// exact-key `PutObject` of the whole object (held in memory), create-only unless `overwrite`.
+fn write_object_exact(
+    bucket: &Bucket,
+    repo: &Repository,
+    item: &Item,
+    overwrite: bool,
+    tally: &mut Tally,
+) -> Result<(), RepoError> {
+    let raw = bucket.raw();
+    if !overwrite && !item.marker {
+        match bucket.block_on_raw(raw.head(&item.key)) {
+            Ok(Some(_)) => {
+                tally.out.skipped += 1;
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tally.error(&item.key, e.to_string());
+                return Ok(());
+            }
+        }
+    }
+    let mut data = Vec::with_capacity(usize::try_from(item.node.size).unwrap_or(0));
+    for id in &item.node.content {
+        match repo.read_blob(BlobType::Data, id) {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(e) if is_data_error(&e) => {
+                tally.error(&item.key, format!("damaged data: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let written = data.len() as u64;
+    if !item.marker && written != item.node.size {
+        let message = format!("size mismatch: {written} bytes, the snapshot records {}", item.node.size);
+        tally.error(&item.key, message);
+        return Ok(());
+    }
+    let user_metadata: BTreeMap<String, String> =
+        item.node.attrs.get("user_metadata").and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+    let content_type = item.node.attrs.get("content_type").map(String::as_str);
+    let (content_type, user_metadata) =
+        if item.marker { (None, BTreeMap::new()) } else { (content_type, user_metadata) };
+    let create_only = !overwrite && !item.marker;
+    match bucket.block_on_raw(raw.put(&item.key, data, content_type, &user_metadata, create_only)) {
+        Ok(()) if item.marker => tally.out.markers += 1,
+        Ok(()) => {
+            tally.out.objects += 1;
+            tally.out.bytes += written;
+        }
+        Err(e) if e.kind() == tidemark_storage::ErrorKind::AlreadyExists => tally.out.skipped += 1,
+        Err(e) => tally.error(&item.key, e.to_string()),
+    }
+    Ok(())
+}
+
 /// Create the directories of `rel` below `root`, refusing anything that is not a real directory.
 fn ensure_dirs(root: &Path, rel: &Path) -> Result<(), Failure> {
     let mut cur = root.to_path_buf();
@@ -326,6 +386,12 @@ fn ensure_dirs(root: &Path, rel: &Path) -> Result<(), Failure> {
 }
 
 fn write_file(root: &Path, repo: &Repository, item: &Item, overwrite: bool, tally: &mut Tally) -> Result<(), Failure> {
+    if let Some(why) = names::not_a_path(&item.key) {
+        return Err(Failure::Item(format!(
+            "not restored to a directory: {why}, so it cannot become a path below the target without escaping it or \
+             colliding with another key; restore it to a bucket, where it is kept exactly"
+        )));
+    }
     if item.marker {
         ensure_dirs(root, &item.rel)?;
         tally.out.markers += 1;
@@ -425,7 +491,7 @@ pub fn restore_bucket(
             if let Some((id, secret)) = &opts.credentials {
                 config = config.with_credentials(id, secret);
             }
-            Sink::Bucket(Bucket::connect(&config)?)
+            Sink::Bucket(Box::new(Bucket::connect(&config)?))
         }
         Target::Dir(path) => {
             let target_error = |message: String| ObjectsError::Target { path: path.display().to_string(), message };

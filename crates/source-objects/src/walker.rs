@@ -298,10 +298,6 @@ impl<'a> Walker<'a> {
             )));
         }
         self.last_key.clone_from(&entry.key);
-        if let Some(why) = names::unaddressable(&entry.key) {
-            self.warn(&entry.key, format!("skipped: {why}, which the S3 client cannot address exactly"));
-            return Ok(());
-        }
         let (dirs, leaf) = names::split_key(&entry.key);
         self.position(&dirs)?;
         match leaf {

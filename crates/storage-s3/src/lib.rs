@@ -40,6 +40,7 @@
 mod config;
 mod error;
 mod object_lock;
+mod raw;
 
 use std::fmt;
 use std::future::Future;
@@ -55,6 +56,7 @@ use tidemark_storage::{Entry, ErrorKind, Result, Retention, Storage, StorageErro
 pub use config::{LockMode, ObjectLock, S3Config};
 use error::from_opendal;
 use object_lock::LockClient;
+pub use raw::{RawBucket, RawListed, RawMeta, RawPage};
 
 /// A [`Storage`] in an S3 bucket under a key prefix; see the [crate docs](crate).
 pub struct S3Storage {

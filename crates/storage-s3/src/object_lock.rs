@@ -256,7 +256,7 @@ fn load_cache(path: &Path) -> HashMap<String, SystemTime> {
 }
 
 /// The bucket's base URL: `ENDPOINT/BUCKET` in path style, `SCHEME://BUCKET.HOST` otherwise.
-fn bucket_url(config: &S3Config, region: &str) -> std::result::Result<String, String> {
+pub(crate) fn bucket_url(config: &S3Config, region: &str) -> std::result::Result<String, String> {
     let endpoint = config.endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
     if config.path_style {
         return Ok(format!("{endpoint}/{}", config.bucket));
@@ -266,7 +266,7 @@ fn bucket_url(config: &S3Config, region: &str) -> std::result::Result<String, St
 }
 
 /// Percent-encode an object path (everything but unreserved characters and `/`), once.
-fn encode_path(path: &str) -> String {
+pub(crate) fn encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for byte in path.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
