@@ -2,8 +2,8 @@
 //!
 //! [`backup_bucket`] streams the listing of `s3://bucket/prefix` (keys arrive sorted, so each
 //! directory of the key hierarchy is finished and its tree saved as soon as the listing leaves
-//! it), reuses the parent snapshot's content for objects whose ETag, size and last-modified time
-//! are unchanged, and fetches the rest in parallel into the repository. With `all_versions`, the
+//! it), reuses the parent snapshot's content for objects whose size, last-modified time and ETag
+//! (when the listing has one) are unchanged, and fetches the rest in parallel into the repository. With `all_versions`, the
 //! non-current versions of a versioned bucket are captured too, so an object created and deleted
 //! between two runs is kept. [`restore_bucket`] writes a snapshot (or the objects matching
 //! `includes`) into a bucket (keys, content, content-type, user metadata) or a directory.

@@ -6,6 +6,17 @@
 //! and its node handed to its parent. Memory holds the open directories (depth), the directories
 //! waiting for fetches and the fetches themselves (bounded by the concurrency), never the listing.
 //! Parent-snapshot trees are loaded one directory at a time as the walk enters it.
+//!
+//! An object is reused from the parent snapshot, not fetched, when the parent holds a complete
+//! file for it (a file node whose content blobs are all in the repository, of the same version
+//! when versions are captured) with the same size and last-modified time, and:
+//!
+//! - the listing carries an ETag: the parent's stored ETag must be equal (a parent without one is
+//!   fetched again, so the ETag gets recorded);
+//! - the listing carries no ETag (an absent or empty `<ETag>`, as s3s-fs lists): size and
+//!   last-modified time decide alone. Such a listing is taken as "no ETag" throughout, so the
+//!   ETag of the download is stored and no "changed while being backed up" warning is raised
+//!   against an empty one.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -290,7 +301,8 @@ impl<'a> Walker<'a> {
     }
 
     /// Take one listing entry.
-    pub(crate) fn add(&mut self, entry: Listed) -> Result<()> {
+    pub(crate) fn add(&mut self, mut entry: Listed) -> Result<()> {
+        entry.etag = entry.etag.filter(|e| !no_etag(e));
         if entry.key < self.last_key {
             return Err(ObjectsError::Invalid(format!(
                 "the bucket listing is not in key order ({:?} after {:?}); nothing was committed",
@@ -318,15 +330,7 @@ impl<'a> Walker<'a> {
     }
 
     fn reusable(&self, prev: Option<&Node>, entry: &Listed) -> bool {
-        prev.is_some_and(|n| {
-            n.node_type == NodeType::File
-                && n.size == entry.size
-                && n.mtime_ns == entry.mtime_ns
-                && n.attrs.get("etag") == entry.etag.as_ref()
-                && (entry.version.is_none()
-                    || n.attrs.get("version_id").is_none_or(|v| Some(v) == entry.version.as_ref()))
-                && n.content.iter().all(|id| self.archiver.has_blob(id))
-        })
+        prev.is_some_and(|n| same_object(n, entry) && n.content.iter().all(|id| self.archiver.has_blob(id)))
     }
 
     fn file(&mut self, entry: &Listed, component: &str) -> Result<()> {
@@ -504,5 +508,63 @@ impl<'a> Walker<'a> {
             self.receive()?;
         }
         self.root.ok_or_else(|| ObjectsError::Invalid("internal: the root tree was not saved".into()))
+    }
+}
+
+/// Whether a listed ETag is really none: empty, blank or `""`.
+fn no_etag(etag: &str) -> bool {
+    etag.trim().trim_matches('"').is_empty()
+}
+
+/// Whether the parent's file node `n` describes the listed object (the module docs give the rule);
+/// the caller checks that its content is still in the repository.
+fn same_object(n: &Node, entry: &Listed) -> bool {
+    let listed_etag = entry.etag.as_deref().filter(|e| !no_etag(e));
+    n.node_type == NodeType::File
+        && n.size == entry.size
+        && n.mtime_ns == entry.mtime_ns
+        && listed_etag.is_none_or(|e| n.attrs.get("etag").map(String::as_str) == Some(e))
+        && (entry.version.is_none() || n.attrs.get("version_id").is_none_or(|v| Some(v) == entry.version.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(size: u64, mtime_ns: i64, etag: Option<&str>) -> Node {
+        let mut n = Node { node_type: NodeType::File, size, mtime_ns, subtree: None, ..root_node(&Id::default()) };
+        if let Some(e) = etag {
+            n.attrs.insert("etag".into(), e.into());
+        }
+        n
+    }
+
+    fn listed(size: u64, mtime_ns: i64, etag: Option<&str>) -> Listed {
+        Listed { key: "k".into(), size, etag: etag.map(str::to_string), mtime_ns, version: None, current: true }
+    }
+
+    #[test]
+    fn with_etags_on_both_sides_the_etag_must_match() {
+        let parent = node(5, 100, Some("\"abc\""));
+        assert!(same_object(&parent, &listed(5, 100, Some("\"abc\""))));
+        assert!(!same_object(&parent, &listed(5, 100, Some("\"abd\""))));
+        assert!(!same_object(&parent, &listed(6, 100, Some("\"abc\""))));
+        assert!(!same_object(&parent, &listed(5, 101, Some("\"abc\""))));
+        // A listed ETag the parent never recorded: fetch again to record it.
+        assert!(!same_object(&node(5, 100, None), &listed(5, 100, Some("\"abc\""))));
+    }
+
+    #[test]
+    fn without_a_listed_etag_size_and_mtime_decide() {
+        let parent = node(5, 100, Some("\"md5-from-the-download\""));
+        for missing in [None, Some(""), Some("\"\""), Some(" ")] {
+            assert!(same_object(&parent, &listed(5, 100, missing)), "{missing:?}");
+            assert!(same_object(&node(5, 100, None), &listed(5, 100, missing)), "{missing:?}");
+            assert!(!same_object(&parent, &listed(4, 100, missing)), "{missing:?}");
+            assert!(!same_object(&parent, &listed(5, 99, missing)), "{missing:?}");
+        }
+        let mut dir = parent.clone();
+        dir.node_type = NodeType::Dir;
+        assert!(!same_object(&dir, &listed(5, 100, None)));
     }
 }
