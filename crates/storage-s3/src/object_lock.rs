@@ -40,6 +40,31 @@ pub(crate) struct LockClient {
     cache: Option<PathBuf>,
 }
 
+/// The SigV4 signer for `config`'s credentials (its static keys, else the AWS default chain:
+/// environment, profile, instance role), or `None` when `anonymous` and no keys are given; its
+/// credential lookups go out through `transport`.
+pub(crate) fn signer(
+    config: &S3Config,
+    region: &str,
+    transport: HttpTransporter,
+    anonymous: bool,
+) -> Option<Signer<Credential>> {
+    let chain = match (&config.access_key_id, &config.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            let provider = StaticCredentialProvider::new(id, secret);
+            let provider = match &config.session_token {
+                Some(token) => provider.with_session_token(token),
+                None => provider,
+            };
+            ProvideCredentialChain::new().push(provider)
+        }
+        _ if anonymous => return None,
+        _ => ProvideCredentialChain::new().push(DefaultCredentialProvider::new()),
+    };
+    let ctx = Context::new().with_file_read(TokioFileRead).with_env(OsEnv).with_http_send(transport);
+    Some(Signer::new(ctx, chain, RequestSigner::new("s3", region)))
+}
+
 /// A `PutObject`'s retention headers are part of the signature; so is everything else we send.
 impl LockClient {
     pub(crate) fn new(config: &S3Config, lock: ObjectLock, transport: HttpTransporter) -> Result<Self> {
@@ -48,19 +73,9 @@ impl LockClient {
         let bucket_url = bucket_url(config, &region).map_err(|why| {
             StorageError::new(ErrorKind::Permanent, format!("cannot set up Object Lock for {location}: {why}"))
         })?;
-        let ctx = Context::new().with_file_read(TokioFileRead).with_env(OsEnv).with_http_send(transport.clone());
-        let chain = match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                let provider = StaticCredentialProvider::new(id, secret);
-                let provider = match &config.session_token {
-                    Some(token) => provider.with_session_token(token),
-                    None => provider,
-                };
-                ProvideCredentialChain::new().push(provider)
-            }
-            _ => ProvideCredentialChain::new().push(DefaultCredentialProvider::new()),
-        };
-        let signer = Signer::new(ctx, chain, RequestSigner::new("s3", &region));
+        let signer = signer(config, &region, transport.clone(), false).ok_or_else(|| {
+            StorageError::new(ErrorKind::Permanent, format!("Object Lock on {location} needs credentials"))
+        })?;
         let root = if config.prefix.is_empty() { String::new() } else { format!("{}/", config.prefix) };
         // Governance retention can be shortened by a privileged credential: then nothing known
         // may outlive the process.

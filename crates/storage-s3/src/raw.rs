@@ -24,13 +24,12 @@ use hyper_util::rt::TokioExecutor;
 use md5::{Digest as _, Md5};
 use opendal::HttpTransporter;
 use opendal_http_transport_reqwest::ReqwestTransport;
-use reqsign_aws_v4::{Credential, DefaultCredentialProvider, RequestSigner, StaticCredentialProvider};
-use reqsign_core::{Context, OsEnv, ProvideCredentialChain, Signer};
-use reqsign_file_read_tokio::TokioFileRead;
+use reqsign_aws_v4::Credential;
+use reqsign_core::Signer;
 use tidemark_storage::{ErrorKind, Result, StorageError};
 
 use crate::config::S3Config;
-use crate::object_lock::{bucket_url, encode_path};
+use crate::object_lock::{bucket_url, encode_path, signer};
 
 /// What S3 says about one object (from `HeadObject` or `GetObject`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,20 +109,7 @@ impl RawBucket {
             .build()
             .map_err(|e| setup("HTTP client", &e))?;
         let transport = HttpTransporter::new(ReqwestTransport::new(reqwest));
-        let ctx = Context::new().with_file_read(TokioFileRead).with_env(OsEnv).with_http_send(transport);
-        let chain = match (&config.access_key_id, &config.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                let provider = StaticCredentialProvider::new(id, secret);
-                let provider = match &config.session_token {
-                    Some(token) => provider.with_session_token(token),
-                    None => provider,
-                };
-                Some(ProvideCredentialChain::new().push(provider))
-            }
-            _ if config.allow_anonymous => None,
-            _ => Some(ProvideCredentialChain::new().push(DefaultCredentialProvider::new())),
-        };
-        let signer = chain.map(|chain| Signer::new(ctx, chain, RequestSigner::new("s3", &region)));
+        let signer = signer(config, &region, transport, config.allow_anonymous);
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.enforce_http(false);
