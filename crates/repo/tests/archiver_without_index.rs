@@ -4,8 +4,7 @@
 
 mod harness;
 
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use harness::*;
 use tidemark_repo::check::CheckOptions;
@@ -14,57 +13,14 @@ use tidemark_repo::format::pack::BlobType;
 use tidemark_repo::index::load_index_files;
 use tidemark_repo::prune::PruneOptions;
 use tidemark_repo::{NoProgress, RepoError, Repository};
-use tidemark_storage::{Entry, MemoryStorage, Storage, StorageError};
+use tidemark_storage::MemoryStorage;
+use tidemark_storage::fault::FaultStorage;
 
-/// Memory storage that records every call as `"<op> <key or prefix>"`.
-#[derive(Debug, Clone, Default)]
-struct Recording {
-    inner: MemoryStorage,
-    calls: Arc<Mutex<Vec<String>>>,
-}
+/// Memory storage whose every call is logged as `"<op> <key or prefix>"` ([`FaultStorage::take_log`]).
+type Recording = FaultStorage<MemoryStorage>;
 
-impl Recording {
-    fn note(&self, op: &str, key: &str) {
-        self.calls.lock().unwrap().push(format!("{op} {key}"));
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-impl Storage for Recording {
-    fn location(&self) -> String {
-        "recording".into()
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<Entry>, StorageError> {
-        self.note("list", prefix);
-        self.inner.list(prefix)
-    }
-    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        self.note("get", key);
-        self.inner.get(key)
-    }
-    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
-        self.note("get_range", key);
-        self.inner.get_range(key, range)
-    }
-    fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        self.note("stat", key);
-        self.inner.stat(key)
-    }
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.note("put", key);
-        self.inner.put(key, data)
-    }
-    fn put_overwrite(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.note("put_overwrite", key);
-        self.inner.put_overwrite(key, data)
-    }
-    fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.note("delete", key);
-        self.inner.delete(key)
-    }
+fn recording() -> Recording {
+    FaultStorage::new(MemoryStorage::new())
 }
 
 fn count(calls: &[String], prefix: &str) -> usize {
@@ -90,7 +46,7 @@ fn read_content(repo: &Repository, content: &[Id]) -> Vec<u8> {
 
 #[test]
 fn it_reads_no_index_file_and_lists_no_pack_however_many_there_are() {
-    let rec = Recording::default();
+    let rec = recording();
     let repo = init_on(Arc::new(rec.clone()));
     for seed in 0..5 {
         backup_files(&repo, &sample_files(seed, 3));
@@ -98,9 +54,9 @@ fn it_reads_no_index_file_and_lists_no_pack_however_many_there_are() {
     let repo = reopen(&repo);
 
     // The recorder sees what the ordinary archiver reads: every index file and the pack listing.
-    rec.take();
+    rec.take_log();
     drop(repo.archiver("backup", Arc::new(NoProgress)).unwrap());
-    let ordinary = rec.take();
+    let ordinary = rec.take_log();
     assert!(count(&ordinary, "get index/") >= 5, "{ordinary:?}");
     assert_eq!(count(&ordinary, "list data/"), 1, "{ordinary:?}");
 
@@ -109,7 +65,7 @@ fn it_reads_no_index_file_and_lists_no_pack_however_many_there_are() {
     let saved = archiver.save_reader(&data[..]).unwrap();
     let (stats, lock) = archiver.finish_keeping_lock().unwrap();
     drop(lock);
-    let calls = rec.take();
+    let calls = rec.take_log();
     assert_eq!(
         count(&calls, "get index/") + count(&calls, "list index/") + count(&calls, "list data/"),
         0,
@@ -123,13 +79,13 @@ fn it_reads_no_index_file_and_lists_no_pack_however_many_there_are() {
 
 #[test]
 fn content_ids_are_what_save_reader_stores_and_write_nothing() {
-    let rec = Recording::default();
+    let rec = recording();
     let repo = init_on(Arc::new(rec.clone()));
     for (seed, len) in [(2, 0), (3, 100), (4, 5 << 20)] {
         let data = segment_like(seed, len);
-        rec.take();
+        rec.take_log();
         let ids = repo.content_ids(&data[..]).unwrap();
-        assert!(rec.take().is_empty(), "content_ids touched storage");
+        assert!(rec.take_log().is_empty(), "content_ids touched storage");
         let archiver = repo.archiver_without_index("wal", Arc::new(NoProgress)).unwrap();
         let saved = archiver.save_reader(&data[..]).unwrap();
         archiver.finish_without_snapshot().unwrap();

@@ -4,16 +4,16 @@
 //! segments through tidemark-testkit; skipped loudly without PostgreSQL).
 
 use std::fs;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tidemark_repo::check::CheckOptions;
 use tidemark_repo::format::keys::KdfParams;
 use tidemark_repo::prune::PruneOptions;
 use tidemark_repo::{Credential, InitOptions, NoProgress, Repository};
 use tidemark_source_pg::{ErrorKind, PushOutcome, archive, archive_get, archive_push};
-use tidemark_storage::{Entry, MemoryStorage, Storage, StorageError};
+use tidemark_storage::fault::FaultStorage;
+use tidemark_storage::{MemoryStorage, Storage};
 use tidemark_testkit::postgres::{PgCluster, PgOptions};
 
 const SOURCE: &str = "db";
@@ -28,55 +28,11 @@ fn init(storage: Arc<dyn Storage>) -> Repository {
     Repository::init(storage, &credential(), &opts).unwrap()
 }
 
-/// Memory storage that records every call as `"<op> <key or prefix>"`.
-#[derive(Debug, Clone, Default)]
-struct Recording {
-    inner: MemoryStorage,
-    calls: Arc<Mutex<Vec<String>>>,
-}
+/// Memory storage whose every call is logged as `"<op> <key or prefix>"` ([`FaultStorage::take_log`]).
+type Recording = FaultStorage<MemoryStorage>;
 
-impl Recording {
-    fn note(&self, op: &str, key: &str) {
-        self.calls.lock().unwrap().push(format!("{op} {key}"));
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-impl Storage for Recording {
-    fn location(&self) -> String {
-        "recording".into()
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<Entry>, StorageError> {
-        self.note("list", prefix);
-        self.inner.list(prefix)
-    }
-    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        self.note("get", key);
-        self.inner.get(key)
-    }
-    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
-        self.note("get_range", key);
-        self.inner.get_range(key, range)
-    }
-    fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        self.note("stat", key);
-        self.inner.stat(key)
-    }
-    fn put(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.note("put", key);
-        self.inner.put(key, data)
-    }
-    fn put_overwrite(&self, key: &str, data: &[u8]) -> Result<(), StorageError> {
-        self.note("put_overwrite", key);
-        self.inner.put_overwrite(key, data)
-    }
-    fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.note("delete", key);
-        self.inner.delete(key)
-    }
+fn recording() -> Recording {
+    FaultStorage::new(MemoryStorage::new())
 }
 
 /// A real segment of a fresh cluster, or `None` after a loud skip.
@@ -117,7 +73,7 @@ fn reads_of_what_grows(calls: &[String]) -> Vec<&String> {
 fn each_push_costs_the_same_few_storage_calls_and_a_repeat_writes_nothing() {
     let Some((pg, base)) = real_segment("push_flat") else { return };
     let dir = pg.scratch_dir("segments").unwrap();
-    let rec = Recording::default();
+    let rec = recording();
     init(Arc::new(rec.clone()));
 
     let mut per_push = Vec::new();
@@ -125,9 +81,9 @@ fn each_push_costs_the_same_few_storage_calls_and_a_repeat_writes_nothing() {
         let path = segment(&dir, &base, n);
         // A new process per segment, as under archive_command.
         let repo = Repository::open(Arc::new(rec.clone()), &credential()).unwrap();
-        rec.take();
+        rec.take_log();
         assert_eq!(archive_push(&repo, SOURCE, &path).unwrap(), PushOutcome::Stored);
-        let calls = rec.take();
+        let calls = rec.take_log();
         assert!(reads_of_what_grows(&calls).is_empty(), "push {n:#x} read the index or listed packs: {calls:?}");
         let puts: Vec<&String> = calls.iter().filter(|c| c.starts_with("put ")).collect();
         assert!(puts.iter().any(|c| c.starts_with("put index/")), "{calls:?}");
@@ -140,17 +96,17 @@ fn each_push_costs_the_same_few_storage_calls_and_a_repeat_writes_nothing() {
     // Pushing one again: identical is success, different bytes a conflict; neither writes.
     let repo = Repository::open(Arc::new(rec.clone()), &credential()).unwrap();
     let again = segment(&dir, &base, 0x105);
-    let keys_before = rec.inner.keys();
-    rec.take();
+    let keys_before = rec.inner().keys();
+    rec.take_log();
     assert_eq!(archive_push(&repo, SOURCE, &again).unwrap(), PushOutcome::AlreadyIdentical);
     let mut forged = fs::read(&again).unwrap();
     forged[SEGMENT as usize - 1] ^= 1;
     fs::write(&again, &forged).unwrap();
     let err = archive_push(&repo, SOURCE, &again).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
-    let calls = rec.take();
+    let calls = rec.take_log();
     assert!(calls.iter().all(|c| c.starts_with("get ") || c.starts_with("list keys/")), "{calls:?}");
-    assert_eq!(rec.inner.keys(), keys_before);
+    assert_eq!(rec.inner().keys(), keys_before);
 
     // Everything reads back, and check finds nothing wrong.
     let got = dir.join("got");

@@ -128,6 +128,8 @@ impl Fault {
 struct State {
     faults: Vec<Fault>,
     calls: [usize; Op::ALL.len()],
+    /// Every call since the last [`FaultStorage::take_log`], as `"<op> <key or prefix>"`.
+    log: Vec<String>,
 }
 
 /// A [`Storage`] that injects the programmed [`Fault`]s into calls to the inner storage; see the
@@ -215,9 +217,16 @@ impl<S: Storage> FaultStorage<S> {
         self.state().calls[op.index()]
     }
 
+    /// Every call since the last time this was asked, oldest first, as `"<op> <key or prefix>"`
+    /// (e.g. `"get index/ab…"`, `"list data/"`): what an operation touched, to assert on.
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut self.state().log)
+    }
+
     fn plan(&self, op: Op, key: &str) -> Plan {
         let mut state = self.state();
         state.calls[op.index()] += 1;
+        state.log.push(format!("{} {key}", op.name()));
         let mut plan = Plan::default();
         for fault in state.faults.iter_mut().filter(|f| f.matches(op, key)) {
             let decided = plan.fail.is_some() || plan.fail_after_write.is_some() || plan.break_list.is_some();
