@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Shared helpers for bench/bucket-vs-rclone.sh and bench/pg-vs-pgbackrest.sh (sourced, not run).
+# Shared helpers for the bench/*.sh scripts (sourced, not run).
 #
 # The caller sets: BENCH_DIR, LOGS (log directory), RES (results TSV), BENCH_STEP_TIMEOUT, ROOT
 # (checkout), and the arrays FAILED=() and VERSIONS=(). Results rows are

@@ -36,7 +36,9 @@ LOGS=$BENCH_DIR/logs RES=$BENCH_DIR/results.tsv META=$BENCH_DIR/meta.env
 SRC=$BENCH_DIR/src
 FAILED=() VERSIONS=() DATASET_LINE="(not generated)" DROP_CACHES=no
 declare -A BROKEN=()
-log() { printf '== %s\n' "$*" >&2; }
+# log, apt_install, drop_caches, run_step (shared with the other benchmarks)
+# shellcheck source=benchlib.sh
+source "$HERE/benchlib.sh"
 
 # ---------------------------------------------------------------- report (always, on exit)
 finish() {
@@ -70,11 +72,6 @@ trap finish EXIT
 export RESTIC_CACHE_DIR=$BENCH_DIR/cache/restic XDG_CACHE_HOME=$BENCH_DIR/cache/xdg
 
 # ---------------------------------------------------------------- prerequisites
-apt_install() {
-  log "installing Debian package(s): $*"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >"$LOGS/apt.log" 2>&1 \
-    || { echo "apt-get install $* failed (see $LOGS/apt.log); install it by hand" >&2; exit 1; }
-}
 [[ -x /usr/bin/time ]] || apt_install time
 command -v python3 >/dev/null || apt_install python3
 [[ " ${TOOLS[*]} " == *" restic "* ]] && ! command -v restic >/dev/null && apt_install restic
@@ -124,34 +121,7 @@ echo "DATA_BYTES_1=$BYTES1" >>"$META"
 DATASET_LINE="seed $BENCH_SEED, ${BENCH_SIZE_MB} MiB requested, $FILES1 files, $BYTES1 bytes ($((BYTES1 / 1048576)) MiB): $BENCH_SMALL_FILES small files (1-64 KiB, text and random binary) in small/, 4 incompressible files in large/ (1/8 of the size each), CSV and log text in text/ (1/5), plus empty files, an empty directory and symlinks in misc/"
 
 # ---------------------------------------------------------------- measurement helpers
-drop_caches() {
-  sync
-  if echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then DROP_CACHES=yes; fi
-}
 
-# run_step STEP TOOL CMD...: times CMD followed by sync, appends a results row; non-zero on failure.
-run_step() {
-  local step=$1 tool=$2 rc=0 tf wall user sys rss status=ok
-  shift 2
-  local logf="$LOGS/$tool-${step//[^a-zA-Z0-9]/_}.log"
-  [[ ${WARM:-0} == 1 ]] || drop_caches
-  tf=$(mktemp)
-  printf '   %-9s %-42s' "$tool" "$step" >&2
-  /usr/bin/time -f '%e %U %S %M' -o "$tf" timeout "$BENCH_STEP_TIMEOUT" bash -c '"$@" && sync' _ "$@" \
-    >"$logf" 2>&1 || rc=$?
-  read -r wall user sys rss < <(tail -n1 "$tf") || true
-  rm -f "$tf"
-  ((rc == 0)) || status="FAIL($rc)"
-  ((rc == 124)) && status=TIMEOUT
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "$tool" "$status" "${wall:-0}" "${user:-0}" "${sys:-0}" "${rss:-0}" >>"$RES"
-  if ((rc)); then
-    echo " $status" >&2
-    tail -n 5 "$logf" | sed 's/^/      | /' >&2
-    FAILED+=("$tool: $step exited $rc (log $logf)")
-    return 1
-  fi
-  printf ' %8.2f s wall %8.2f s CPU %6d MiB\n' "$wall" "$(echo "$user + $sys" | bc)" "$(((rss + 512) / 1024))" >&2
-}
 
 repo_of() { echo "$BENCH_DIR/repo-$1"; }
 tool_cmd() {  # tool_cmd TOOL REPO -> CMD array
