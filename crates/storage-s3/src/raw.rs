@@ -196,17 +196,7 @@ impl RawBucket {
         if let Some(after) = start_after {
             let _ = write!(query, "&start-after={}", encode_query(&format!("{}{after}", self.root)));
         }
-        let (status, _, body) = self.send_to("list", "", "", http::Method::GET, &query, Vec::new(), Vec::new()).await?;
-        if !status.is_success() {
-            return Err(self.failure("list", "", status, &body));
-        }
-        let text = String::from_utf8_lossy(&body);
-        parse_list(&text, &self.root).map_err(|why| {
-            StorageError::new(
-                ErrorKind::Permanent,
-                format!("S3 list at {} sent an unreadable listing: {why}", self.location),
-            )
-        })
+        self.list_request("list", &query, parse_list).await
     }
 
     /// One page of `ListObjectVersions` below the prefix (recursive, versions only, no delete
@@ -224,15 +214,24 @@ impl RawBucket {
             let _ = write!(query, "&version-id-marker={}", encode_query(marker));
         }
         query.push_str("&versions");
-        let (status, _, body) = self.send_to("list", "", "", http::Method::GET, &query, Vec::new(), Vec::new()).await?;
+        self.list_request("list versions", &query, parse_versions).await
+    }
+
+    /// A listing request (`GET` on the bucket with `query`) and its page, read by `parse`.
+    async fn list_request(
+        &self,
+        action: &str,
+        query: &str,
+        parse: fn(&str, &str) -> std::result::Result<RawPage, String>,
+    ) -> Result<RawPage> {
+        let (status, _, body) = self.send_to("list", "", "", http::Method::GET, query, Vec::new(), Vec::new()).await?;
         if !status.is_success() {
-            return Err(self.failure("list versions", "", status, &body));
+            return Err(self.failure(action, "", status, &body));
         }
-        let text = String::from_utf8_lossy(&body);
-        parse_versions(&text, &self.root).map_err(|why| {
+        parse(&String::from_utf8_lossy(&body), &self.root).map_err(|why| {
             StorageError::new(
                 ErrorKind::Permanent,
-                format!("S3 list at {} sent an unreadable version listing: {why}", self.location),
+                format!("S3 {action} at {} sent an unreadable listing: {why}", self.location),
             )
         })
     }
