@@ -209,7 +209,7 @@ impl S3Config {
         }
         let mut config = Self::with_env(bucket.to_owned(), env);
         config.prefix = prefix.to_owned();
-        let (mut lock_days, mut lock_mode) = (None, None);
+        let (mut lock_days, mut lock_mode, mut path_style) = (None, None, None);
         for (name, value) in url.query_pairs() {
             let flag = || match value.as_ref() {
                 "true" | "1" => Ok(true),
@@ -226,7 +226,7 @@ impl S3Config {
                     config.endpoint = Some(value.trim_end_matches('/').to_owned());
                 }
                 "region" if !value.is_empty() => config.region = Some(value.into_owned()),
-                "path_style" => config.path_style = flag()?,
+                "path_style" => path_style = Some(flag()?),
                 "allow_anonymous" => config.allow_anonymous = flag()?,
                 "lock_days" => match value.parse::<u32>() {
                     Ok(days @ 1..=36_500) => lock_days = Some(days),
@@ -246,6 +246,9 @@ impl S3Config {
                 }
             }
         }
+        // An endpoint at an IP address or `localhost` has no `<bucket>.<host>` names to address:
+        // path style unless asked otherwise (as minio-go, which restic uses, decides too).
+        config.path_style = path_style.unwrap_or_else(|| config.endpoint.as_deref().is_some_and(addressed_by_path));
         config.object_lock = match (lock_days, lock_mode) {
             (Some(days), mode) => Some(ObjectLock { mode: mode.unwrap_or_default(), days }),
             (None, Some(_)) => return Err(bad("lock_mode needs lock_days")),
@@ -291,12 +294,41 @@ impl fmt::Debug for S3Config {
     }
 }
 
+/// Whether `endpoint`'s host is an IP address or `localhost`, where virtual-hosted-style
+/// addressing (`<bucket>.<host>`) cannot resolve.
+fn addressed_by_path(endpoint: &str) -> bool {
+    match url::Url::parse(endpoint).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn endpoints_at_ip_addresses_and_localhost_are_addressed_by_path() {
+        let style = |url: &str| S3Config::from_url_with_env(url, no_env).unwrap().path_style;
+        assert!(style("s3://bkt?endpoint=http://127.0.0.1:9000"));
+        assert!(style("s3://bkt?endpoint=http://[::1]:9000"));
+        assert!(style("s3://bkt?endpoint=https://LOCALHOST:9000"));
+        assert!(!style("s3://bkt?endpoint=https://s3.example.net"));
+        assert!(!style("s3://bkt"));
+        // An explicit choice wins either way.
+        assert!(!style("s3://bkt?endpoint=http://127.0.0.1:9000&path_style=false"));
+        assert!(style("s3://bkt?endpoint=https://s3.example.net&path_style=true"));
+        // So does the endpoint from the environment.
+        let env = |name: &str| (name == "AWS_ENDPOINT_URL").then(|| "http://10.0.0.5:9000".to_string());
+        assert!(S3Config::from_url_with_env("s3://bkt", env).unwrap().path_style);
+        // Both spellings name the same repository or source.
+        let implied = S3Config::from_url_with_env("s3://bkt?endpoint=http://127.0.0.1:9000", no_env).unwrap();
+        assert_eq!(implied.url(), "s3://bkt?endpoint=http://127.0.0.1:9000&path_style=true");
     }
 
     #[test]
