@@ -15,7 +15,7 @@ use tidemark_format::objects::{IndexPack, Snapshot, Tree};
 use tidemark_format::pack::{BlobType, PackWriter};
 use tidemark_format::{Id, ObjectType, object};
 
-use crate::index::{MasterIndex, index_pack, list_packs, write_index};
+use crate::index::{MasterIndex, index_pack, list_packs, load_index_files, write_index};
 use crate::lock::LockGuard;
 use crate::progress::Progress;
 use crate::repository::{SNAPSHOTS, pack_key, random_bytes};
@@ -52,7 +52,9 @@ struct Job {
 
 struct Shared {
     repo: Repository,
-    index: MasterIndex,
+    /// What the repository held when the archiver started (present packs only); shared with
+    /// [`Archiver::reader`] handles, so a backup holds one copy of it.
+    index: Arc<MasterIndex>,
     added: Mutex<HashSet<Id>>,
     /// Set when the archiver commits: workers then upload their partly filled packs.
     committing: AtomicBool,
@@ -65,10 +67,53 @@ struct Shared {
     /// Held from the start; taken out only by [`Archiver::finish_keeping_lock`].
     lock: Option<LockGuard>,
     spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
-    chunker_buffers: Mutex<Vec<Vec<u8>>>,
+    /// Chunker buffers for reuse: [`ChunkerBuffers`].
+    chunker_buffers: Mutex<ChunkerBuffers>,
     progress: Arc<dyn Progress>,
     /// When the archiver started: objects it writes are retained from then on, at least.
     started: std::time::SystemTime,
+}
+
+/// Chunker buffers kept between [`Archiver::save_reader`] calls, so that chunking many objects
+/// neither allocates nor page-faults a fresh buffer each time.
+///
+/// A buffer grows with the object it chunks, up to the largest chunk plus read-ahead (9 MiB with
+/// the default parameters). Sources call `save_reader` from many threads (a bucket backup from one
+/// per concurrent fetch), so keeping every grown buffer would let memory creep up to
+/// `concurrency x 9 MiB` as large objects come by, one thread at a time. The pool keeps at most
+/// as many large buffers as the archiver has pack workers (those are what chunking can keep
+/// busy at once) and frees the others; small ones cost little and are all kept.
+struct ChunkerBuffers {
+    small: Vec<Vec<u8>>,
+    large: Vec<Vec<u8>>,
+    max_large: usize,
+}
+
+impl ChunkerBuffers {
+    /// Buffers above this capacity count as large.
+    const SMALL: usize = 1024 * 1024;
+
+    fn new(max_large: usize) -> Self {
+        ChunkerBuffers { small: Vec::new(), large: Vec::new(), max_large: max_large.max(1) }
+    }
+
+    /// A buffer to chunk with: a large one first (it will not need to grow), else a small one.
+    fn take(&mut self) -> Vec<u8> {
+        self.large.pop().or_else(|| self.small.pop()).unwrap_or_default()
+    }
+
+    fn give_back(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() <= Self::SMALL {
+            self.small.push(buffer);
+        } else if self.large.len() < self.max_large {
+            self.large.push(buffer);
+        }
+    }
+
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.small.iter().chain(&self.large).map(Vec::capacity).sum()
+    }
 }
 
 /// A backup in progress: holds a shared lock until [`Archiver::commit`] or drop.
@@ -93,8 +138,10 @@ impl Repository {
     /// present in storage (never deduplicate against data that went missing).
     pub fn archiver(&self, operation: &str, progress: Arc<dyn Progress>) -> Result<Archiver> {
         let lock = self.lock(operation, false)?;
-        let mut index = MasterIndex::load(self)?;
-        index.retain_present(&list_packs(self)?);
+        // Where a blob is in several packs, the copy in a present pack is the one to count on.
+        let present = list_packs(self)?;
+        let mut index = MasterIndex::from_files_preferring(load_index_files(self)?, Some(&present));
+        index.retain_present(&present);
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
         self.start_archiver(lock, index, threads, progress)
     }
@@ -142,7 +189,7 @@ impl Repository {
         let spare = bounded(threads * 2 + 2);
         let shared = Arc::new(Shared {
             repo: self.clone(),
-            index,
+            index: Arc::new(index),
             added: Mutex::new(HashSet::new()),
             committing: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
@@ -153,7 +200,7 @@ impl Repository {
             data_added_packed: AtomicU64::new(0),
             lock: Some(lock),
             spare,
-            chunker_buffers: Mutex::new(Vec::new()),
+            chunker_buffers: Mutex::new(ChunkerBuffers::new(threads)),
             progress,
             started: std::time::SystemTime::now(),
         });
@@ -297,7 +344,7 @@ impl Archiver {
     /// several threads at once.
     pub fn save_reader(&self, reader: impl Read) -> Result<SavedContent> {
         let s = &self.shared;
-        let buffer = lock_or(&s.chunker_buffers).pop().unwrap_or_default();
+        let buffer = lock_or(&s.chunker_buffers).take();
         let mut chunker = StreamChunker::with_buffer(reader, s.repo.config().chunker, buffer);
         let mut buf = s.spare.1.try_recv().unwrap_or_default();
         let mut saved = SavedContent::default();
@@ -316,7 +363,7 @@ impl Archiver {
             }
         }
         s.recycle(buf);
-        lock_or(&s.chunker_buffers).push(chunker.into_buffer());
+        lock_or(&s.chunker_buffers).give_back(chunker.into_buffer());
         s.take_error_peek()?;
         Ok(saved)
     }
@@ -341,6 +388,13 @@ impl Archiver {
     /// The repository.
     pub fn repository(&self) -> &Repository {
         &self.shared.repo
+    }
+
+    /// A handle that reads what the repository held when this archiver started (a parent
+    /// snapshot's trees, say) through the archiver's own index: one copy of the index in memory
+    /// instead of two. It does not see what this archiver adds.
+    pub fn reader(&self) -> Repository {
+        self.shared.repo.fresh().with_cached_index(self.shared.index.clone())
     }
 
     /// Fails when the lock was lost; sources may call it between files.
@@ -478,5 +532,30 @@ impl Drop for Archiver {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ChunkerBuffers;
+
+    #[test]
+    fn the_chunker_buffer_pool_keeps_few_large_buffers_and_every_small_one() {
+        let mut pool = ChunkerBuffers::new(2);
+        // Eight threads each chunked a 6 MiB object and give their grown buffers back.
+        for _ in 0..8 {
+            pool.give_back(Vec::with_capacity(8 << 20));
+        }
+        for _ in 0..8 {
+            pool.give_back(Vec::with_capacity(256 << 10));
+        }
+        assert_eq!(pool.held_bytes(), 2 * (8 << 20) + 8 * (256 << 10));
+        // Large buffers are handed out first, then the small ones, then fresh ones.
+        assert_eq!(pool.take().capacity(), 8 << 20);
+        assert_eq!(pool.take().capacity(), 8 << 20);
+        for _ in 0..8 {
+            assert_eq!(pool.take().capacity(), 256 << 10);
+        }
+        assert_eq!(pool.take().capacity(), 0);
     }
 }

@@ -297,6 +297,12 @@ impl Repository {
         }
     }
 
+    /// This handle with `index` as its cached index (see [`Repository::index`]).
+    pub(crate) fn with_cached_index(self, index: Arc<MasterIndex>) -> Repository {
+        *self.inner.index.write().unwrap_or_else(|e| e.into_inner()) = Some(index);
+        self
+    }
+
     /// The storage underneath.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage

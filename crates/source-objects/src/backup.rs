@@ -230,8 +230,8 @@ pub fn backup_bucket(
     let parent = find_parent(repo, opts, &host, &url)?;
     let archiver = repo.archiver("backup", progress.clone())?;
     progress.set_total(0, 0);
-    // Parent trees are read through a handle of its own: its index cache stays private.
-    let trees = repo.clone().with_lock_options(repo.lock_options());
+    // Parent trees are read through the archiver's index (one copy of it in memory).
+    let trees = archiver.reader();
     let fatal = Fatal::default();
     let concurrency = opts.concurrency.max(1);
     let walked = std::thread::scope(|scope| {
