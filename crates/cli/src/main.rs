@@ -13,6 +13,7 @@ mod exit;
 mod find;
 mod key;
 mod maintenance;
+mod malloc;
 mod open;
 mod output;
 mod pg;
@@ -84,6 +85,7 @@ fn run(cli: &Cli) -> Result<Status> {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     exit::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
